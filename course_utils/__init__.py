@@ -1,0 +1,28 @@
+"""course_utils: the plumbing behind the "Distilling for the Edge" notebooks.
+
+Import it as ``import course_utils as cu`` and call with the prefix (``cu.losses.kd_loss``).
+Importing has no side effects: nothing is loaded, trained or downloaded until asked.
+"""
+
+from . import (
+    checks,
+    config,
+    data,
+    evaluate,
+    export,
+    hooks,
+    lm,
+    losses,
+    models,
+    plotting,
+    report,
+    schedule,
+    text,
+    train,
+    vibration,
+    widgets,
+)
+
+__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "plotting",
+           "report", "schedule", "text", "train", "vibration", "widgets"]
+__version__ = "0.1.0"

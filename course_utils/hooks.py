@@ -1,0 +1,58 @@
+"""Capture intermediate activations with forward hooks, addressed by module path.
+
+    with cu.hooks.capture(student, ["block2", "block3"]) as features:
+        logits = student(images)          # features["block2"] now holds block2's output
+
+The model is never edited to return features, and every hook is removed on exit, even
+when the block raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def module_paths(model: nn.Module) -> list[str]:
+    """Every addressable submodule path of ``model`` (``""``, the model itself, left out)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve(model: nn.Module, path: str) -> nn.Module:
+    """``model.get_submodule(path)``, with an error that lists the valid paths."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        valid = module_paths(model)
+        shown = ", ".join(valid[:40]) + (" ..." if len(valid) > 40 else "")
+        raise KeyError(f"{type(model).__name__} has no submodule {path!r}. Valid paths: {shown}") from None
+
+
+@contextmanager
+def capture(model: nn.Module, paths: Sequence[str], detach: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Fill a dict ``{path: output}`` on every forward pass while the block runs.
+
+    ``detach=True`` stores detached outputs (for a teacher or for plotting); keep the default
+    for a student, whose features must carry gradients into the loss.
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    modules = {path: resolve(model, path) for path in paths}  # fail before registering anything
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(path: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            outputs[path] = output.detach() if detach else output
+        return hook
+
+    try:
+        for path, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(path)))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()

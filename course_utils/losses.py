@@ -1,0 +1,155 @@
+"""Distillation losses, one small function each, with the formula and the paper in the docstring.
+
+Convention (as in Hinton et al. 2015 and RepDistiller): ``alpha`` weights the soft
+(teacher) term and ``1 - alpha`` the hard-label cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_temperature(temperature: float) -> None:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}: T = 1 is the plain softmax, "
+                         "larger T softens it (typical values 2 to 8).")
+
+
+def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Softmax with temperature over the last axis: ``p_i = exp(z_i / T) / sum_j exp(z_j / T)``.
+
+    Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network", eq. (1).
+    T = 1 is the ordinary softmax; T -> infinity tends to the uniform distribution.
+    """
+    _check_temperature(temperature)
+    if logits.ndim < 1 or logits.shape[-1] < 2:
+        raise ValueError(f"logits need a class axis of size >= 2 (last axis), got shape {tuple(logits.shape)}.")
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
+            temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
+    """Knowledge-distillation loss (Hinton et al. 2015), averaged over the batch:
+
+        (1 - alpha) * CE(targets, softmax(s))  +  alpha * T^2 * KL(softmax(t / T) || softmax(s / T))
+
+    ``alpha`` weights the soft term (the teacher); ``1 - alpha`` weights the hard labels.
+    The T^2 factor keeps the soft term's gradients, which scale as 1/T^2, comparable across
+    temperatures. Logits are ``(..., C)``: any leading axes (e.g. sequence positions) are
+    averaged over like the batch. ``targets`` may be ``None`` only when ``alpha == 1``
+    (a transfer set without labels).
+    """
+    _check_temperature(temperature)
+    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (the weight of the soft term), got {alpha}.")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape (same batch, same classes).")
+    classes = student_logits.shape[-1]
+    student_flat = student_logits.reshape(-1, classes)
+    teacher_flat = teacher_logits.reshape(-1, classes).detach()
+    soft = F.kl_div(F.log_softmax(student_flat / temperature, dim=-1),
+                    F.log_softmax(teacher_flat / temperature, dim=-1),
+                    reduction="batchmean", log_target=True) * temperature**2
+    if alpha == 1.0 and targets is None:
+        return soft
+    if targets is None:
+        raise ValueError(f"targets are None but alpha = {alpha} < 1 gives the hard labels weight "
+                         f"{1 - alpha:.2f}: pass the labels, or alpha = 1.0 for a transfer set without labels.")
+    if targets.shape != student_logits.shape[:-1]:
+        raise ValueError(f"targets must have shape {tuple(student_logits.shape[:-1])} (logits without the "
+                         f"class axis), got {tuple(targets.shape)}.")
+    if targets.numel() and (targets.min() < 0 or targets.max() >= classes):
+        raise ValueError(f"targets must be class indices in [0, {classes - 1}], got values from "
+                         f"{targets.min().item()} to {targets.max().item()}.")
+    hard = F.cross_entropy(student_flat, targets.reshape(-1))
+    return (1.0 - alpha) * hard + alpha * soft
+
+
+class HintAdapter(nn.Sequential):
+    """FitNets' regressor: maps the student's guided layer to the teacher's hint width.
+
+    A ``kernel_size`` x ``kernel_size`` convolution followed by batch norm (Romero et al. 2015
+    use a convolutional regressor; 1x1 is the common choice when resolutions match).
+    """
+
+    def __init__(self, student_channels: int, teacher_channels: int, kernel_size: int = 1):
+        super().__init__(nn.Conv2d(student_channels, teacher_channels, kernel_size, padding=kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(teacher_channels))
+
+
+def align_spatial(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(B, C, H, W)`` features to ``size``: average pooling to shrink, bilinear to grow."""
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    if features.shape[-2] >= size[0] and features.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(features, size)
+    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+
+
+def _check_features(student_features: torch.Tensor, teacher_features: torch.Tensor) -> None:
+    if student_features.ndim != 4 or teacher_features.ndim != 4:
+        raise ValueError(f"features must be (B, C, H, W), got student {tuple(student_features.shape)} "
+                         f"and teacher {tuple(teacher_features.shape)}.")
+    if student_features.shape[0] != teacher_features.shape[0]:
+        raise ValueError(f"batch sizes differ: student {student_features.shape[0]}, teacher {teacher_features.shape[0]}.")
+
+
+def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
+              adapter: nn.Module | None = None, align: bool = False) -> torch.Tensor:
+    """FitNets' hint loss (Romero et al. 2015): ``mean((r(v_guided) - u_hint)^2)``.
+
+    The paper writes ``1/2 ||u_h - r(v_g)||^2``; like most implementations we average over
+    every element (batch, channels, positions), so the scale does not depend on the layer size.
+    ``adapter`` is the regressor ``r`` (e.g. :class:`HintAdapter`) for a width mismatch;
+    ``align=True`` resizes the student's maps to the teacher's resolution.
+    """
+    _check_features(student_features, teacher_features)
+    if adapter is not None:
+        student_features = adapter(student_features)
+    if student_features.shape[1] != teacher_features.shape[1]:
+        raise ValueError(f"channel mismatch: student {student_features.shape[1]}, teacher "
+                         f"{teacher_features.shape[1]}. Pass adapter=cu.losses.HintAdapter("
+                         f"{student_features.shape[1]}, {teacher_features.shape[1]}) and train it with the student.")
+    if student_features.shape[-2:] != teacher_features.shape[-2:]:
+        if not align:
+            raise ValueError(f"resolution mismatch: student {tuple(student_features.shape[-2:])}, teacher "
+                             f"{tuple(teacher_features.shape[-2:])}. Pass align=True to resize the student's maps, "
+                             "or pair layers of the same resolution.")
+        student_features = align_spatial(student_features, tuple(teacher_features.shape[-2:]))
+    return F.mse_loss(student_features, teacher_features.detach())
+
+
+def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Activation-based attention map (Zagoruyko and Komodakis 2017), ``(B, H*W)``:
+
+        Q = vec(mean_c |A_c|^p) / || vec(mean_c |A_c|^p) ||_2
+
+    i.e. the channel mean of ``|A|^p``, flattened and L2-normalised per example.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"features must be (B, C, H, W), got shape {tuple(features.shape)}.")
+    if not p > 0:
+        raise ValueError(f"p must be > 0 (the paper uses p = 2), got {p}.")
+    return F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)
+
+
+def at_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, p: float = 2.0,
+            align: bool = False) -> torch.Tensor:
+    """Attention-transfer loss (Zagoruyko and Komodakis 2017): ``mean((Q_s - Q_t)^2)``.
+
+    The mean runs over batch and positions, as in the authors' code, which then weights the
+    sum over layers by ``beta / 2`` with ``beta = 1000``. Channel counts may differ (the map
+    averages them away); resolutions must match unless ``align=True``.
+    """
+    _check_features(student_features, teacher_features)
+    if student_features.shape[-2:] != teacher_features.shape[-2:]:
+        if not align:
+            raise ValueError(f"resolution mismatch: student {tuple(student_features.shape[-2:])}, teacher "
+                             f"{tuple(teacher_features.shape[-2:])}. Pass align=True or pair layers of the same resolution.")
+        student_features = align_spatial(student_features, tuple(teacher_features.shape[-2:]))
+    return (attention_map(student_features, p) - attention_map(teacher_features.detach(), p)).pow(2).mean()

@@ -1,0 +1,210 @@
+"""The course's models: a small ResNet teacher and a configurable CNN student family.
+
+Every layer a lesson hooks has a stable module path (``layer1``, ``block2.conv1``...), so
+features are captured with forward hooks (see ``cu.hooks``) and models never change shape
+to return them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import config
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al. 2016): two 3x3 convs and a shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNetTeacher(nn.Module):
+    """A small ResNet for 28x28 grey images: stem, three stages at 28, 14 and 7 pixels, linear head.
+
+    Hookable paths: ``stem``, ``layer1`` (C1 x 28 x 28), ``layer2`` (C2 x 14 x 14),
+    ``layer3`` (C3 x 7 x 7), ``fc``.
+    """
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), blocks: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.widths = tuple(widths)
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        layers, in_channels = [], widths[0]
+        for stage, width in enumerate(widths):
+            stride = 1 if stage == 0 else 2
+            stack = [BasicBlock(in_channels, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            layers.append(nn.Sequential(*stack))
+            in_channels = width
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, C3, 7, 7)
+        return self.fc(self.pool(x).flatten(1))  # (B, num_classes)
+
+
+class ConvBlock(nn.Sequential):
+    """``depth`` x (3x3 conv, batch norm, ReLU), after an optional 2x2 max-pool."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 1, pool: bool = False):
+        layers: dict[str, nn.Module] = {}
+        if pool:
+            layers["pool"] = nn.MaxPool2d(2)
+        for i in range(1, depth + 1):
+            layers[f"conv{i}"] = nn.Conv2d(in_channels if i == 1 else out_channels, out_channels, 3, 1, 1, bias=False)
+            layers[f"bn{i}"] = nn.BatchNorm2d(out_channels)
+            layers[f"relu{i}"] = nn.ReLU()
+        super().__init__(OrderedDict(layers))
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """A student's shape: channels of its three blocks and convs per block."""
+
+    widths: tuple[int, int, int] = (16, 32, 64)
+    depth: int = 1  # convs per block; 2 doubles the depth at about twice the parameters
+    num_classes: int = 10
+
+
+class Student(nn.Module):
+    """A plain CNN student: three blocks at 28, 14 and 7 pixels (like the teacher's stages), then a head.
+
+    Hookable paths: ``block1``, ``block2``, ``block3`` (and ``block2.conv1`` ...), ``head``.
+    The resolutions match the teacher's ``layer1..3``, so feature maps can be compared directly.
+    """
+
+    def __init__(self, cfg: StudentConfig = StudentConfig()):
+        super().__init__()
+        self.cfg = cfg
+        w1, w2, w3 = cfg.widths
+        self.block1 = ConvBlock(1, w1, cfg.depth)
+        self.block2 = ConvBlock(w1, w2, cfg.depth, pool=True)
+        self.block3 = ConvBlock(w2, w3, cfg.depth, pool=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(w3, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        x = self.block3(self.block2(self.block1(x)))  # (B, w3, 7, 7)
+        return self.head(self.pool(x).flatten(1))  # (B, num_classes)
+
+
+STUDENTS: dict[str, StudentConfig] = {  # name -> shape, smallest first (parameter counts in the README)
+    "student-xs": StudentConfig((4, 8, 16)),
+    "student-s": StudentConfig((8, 16, 32)),
+    "student-m": StudentConfig((16, 32, 64)),
+    "student-l": StudentConfig((24, 48, 96)),
+    "student-xl": StudentConfig((32, 64, 128)),
+}
+TEACHERS: dict[str, dict] = {"teacher": {"widths": (32, 64, 128), "blocks": 1}}
+
+
+def create(name: str, seed: int | None = None) -> nn.Module:
+    """Build a fresh (untrained) model by name: ``"teacher"`` or one of :data:`STUDENTS`.
+
+    With ``seed`` the initial weights are reproducible.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    if name in TEACHERS:
+        return ResNetTeacher(**TEACHERS[name])
+    if name in STUDENTS:
+        return Student(STUDENTS[name])
+    raise KeyError(f"unknown model name {name!r}; choose one of {sorted(TEACHERS) + list(STUDENTS)}, "
+                   "or build Student(StudentConfig(widths=..., depth=...)) for another shape.")
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of the model's ``state_dict`` saved with ``torch.save`` (what a checkpoint weighs)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or its model card is missing, corrupt or does not match."""
+
+
+TEACHER_CARD = "fashion_teacher.json"
+RETRAIN = "Restore it with `git checkout -- course_utils/weights` or retrain with `python -m course_utils.train_teacher`."
+
+
+def teacher_card(weights_dir: str | Path | None = None) -> dict:
+    """The shipped teacher's model card (accuracy, epochs, seed, sha256, time, hardware)."""
+    path = Path(weights_dir or config.WEIGHTS_DIR) / TEACHER_CARD
+    if not path.is_file():
+        raise CheckpointError(f"The teacher's model card {path} does not exist. {RETRAIN}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"The teacher's model card {path} is not valid JSON ({error}). {RETRAIN}") from error
+
+
+def _verified(path: Path, expected: str, what: str) -> Path:
+    from .data import sha256
+
+    if not path.is_file():
+        raise CheckpointError(f"The {what} {path} does not exist. {RETRAIN}")
+    actual = sha256(path)
+    if actual != expected:
+        raise CheckpointError(f"The {what} {path} does not match its model card: sha256 {actual[:16]}..., "
+                              f"card says {expected[:16]}... (a tampered or half-written file). {RETRAIN}")
+    return path
+
+
+def load_teacher(weights_dir: str | Path | None = None, device: str | torch.device | None = None) -> nn.Module:
+    """The shipped, trained teacher in eval mode, after checking its sha256 against the card.
+
+    Loaded with ``torch.load(weights_only=True)``, which refuses arbitrary pickled code.
+    """
+    folder = Path(weights_dir or config.WEIGHTS_DIR)
+    card = teacher_card(folder)
+    path = _verified(folder / card["weights_file"], card["sha256"], "teacher checkpoint")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = create(card["model"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit the model {card['model']!r}: {error}. {RETRAIN}") from error
+    return model.to(config.device() if device is None else device).eval()
+
+
+def load_teacher_logits(split: str = "train", weights_dir: str | Path | None = None) -> torch.Tensor:
+    """The teacher's logits ``(N, 10)`` for a whole Fashion-MNIST split, cached at training time.
+
+    Valid for training students only without data augmentation: an augmented image would
+    need the teacher's logits for that augmented image, not the cached ones.
+    """
+    folder = Path(weights_dir or config.WEIGHTS_DIR)
+    card = teacher_card(folder)
+    path = _verified(folder / card["logits_file"], card["logits_sha256"], "teacher-logits cache")
+    logits = torch.load(path, map_location="cpu", weights_only=True)
+    if split not in logits:
+        raise ValueError(f"split must be one of {sorted(logits)}, got {split!r}.")
+    return logits[split].float()

@@ -1,0 +1,423 @@
+"""Plots shared by the notebooks (matplotlib; every function returns its figure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+
+from .data import CLASS_NAMES, denormalise
+
+
+def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None,
+                class_names: Sequence[str] = CLASS_NAMES, columns: int = 8, titles: Sequence[str] | None = None,
+                size: float = 1.4) -> plt.Figure:
+    """A grid of normalised ``(N, 1, 28, 28)`` images with their class names (or ``titles``)."""
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.25)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        ax.imshow(denormalise(images[i]).squeeze(0).cpu(), cmap="gray_r")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+        elif labels is not None:
+            ax.set_title(class_names[int(labels[i])], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories: Mapping[str, object], metric: str = "val_accuracy") -> plt.Figure:
+    """Curves of one metric (``val_accuracy`` or ``train_loss``) for several ``History`` objects."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, history in histories.items():
+        values = getattr(history, metric)
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
+    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max().item()
+    for i in ticks:
+        for j in ticks:
+            value = int(matrix[i, j])
+            ax.text(j, i, value, ha="center", va="center", fontsize=7, color="white" if value > top / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distribution(probabilities: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES,
+                      title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+    """A bar chart of one probability vector over the classes."""
+    fig = ax.figure if ax is not None else plt.subplots(figsize=(6, 2.8))[0]
+    ax = ax if ax is not None else fig.axes[0]
+    ax.bar(range(len(class_names)), probabilities.detach().cpu(), color="tab:blue")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 05: training schedule ---
+SCHEDULE_LABELS = {"lr": "learning rate", "alpha": "alpha (soft weight)", "temperature": "temperature T",
+                   "at_weight": "attention weight", "pool": "curriculum pool"}
+
+
+def plot_schedule(schedule: object, keys: Sequence[str] = ("lr", "alpha", "temperature", "at_weight", "pool"),
+                  title: str = "") -> plt.Figure:
+    """A timeline of a ``cu.schedule.Schedule``: one panel per value against the step, phases shaded."""
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.15 * len(keys) + 0.6), sharex=True, squeeze=False)
+    steps = range(schedule.total_steps)
+    colours = ["tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:red"]
+    for ax, key in zip(axes[:, 0], keys):
+        ax.plot(steps, schedule.values(key), color="black", lw=1.4)
+        for i, (start, end) in enumerate(schedule.boundaries):
+            ax.axvspan(start, end, color=colours[i % len(colours)], alpha=0.15, lw=0)
+        ax.set_ylabel(SCHEDULE_LABELS.get(key, key), fontsize=8, rotation=0, ha="right", va="center")
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    top = axes[0, 0]
+    for phase, (start, end) in zip(schedule.phases, schedule.boundaries):
+        top.text((start + end) / 2, 1.02, f"{phase.name}\n{start}-{end}", transform=top.get_xaxis_transform(),
+                 ha="center", va="bottom", fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].set_xlim(0, schedule.total_steps)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variant_accuracies(results: Mapping[str, Sequence[float]], title: str = "") -> plt.Figure:
+    """Test accuracy per variant: one dot per seed, a bar for the mean and a line for +- one std."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(results) + 1.2))
+    for row, seed_values in enumerate(results.values()):
+        values = torch.as_tensor(list(seed_values), dtype=torch.float64)
+        mean, std = values.mean().item(), values.std().item() if len(values) > 1 else 0.0
+        ax.barh(row, mean, color="tab:blue", alpha=0.3, height=0.6)
+        ax.errorbar(mean, row, xerr=std, color="tab:blue", capsize=4)
+        ax.plot(values, [row] * len(values), "o", color="black", ms=4)
+        ax.text(mean, row + 0.33, f"{mean:.4f} ± {std:.4f}", ha="center", fontsize=8)
+    ax.set_yticks(range(len(results)), list(results), fontsize=8)
+    every = torch.tensor([v for values in results.values() for v in values], dtype=torch.float64)
+    spread = max((every.max() - every.min()).item(), 0.005)
+    ax.set_xlim(every.min().item() - spread, every.max().item() + spread)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], target: float | None = None,
+                     title: str = "") -> plt.Figure:
+    """Accuracy against training steps for several runs, with an optional target line."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for name, (steps, accuracies) in curves.items():
+        ax.plot(steps, accuracies, marker="o", ms=3, label=name)
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.4f}")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_grid(accuracies: torch.Tensor, row_values: Sequence[float], column_values: Sequence[float],
+                       row_label: str, column_label: str, highlight: tuple[int, int] | None = None,
+                       title: str = "") -> plt.Figure:
+    """A heat map of accuracies over two settings, the ``highlight`` cell (row, column) outlined."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    image = ax.imshow(accuracies, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(column_values)), [f"{v:g}" for v in column_values])
+    ax.set_yticks(range(len(row_values)), [f"{v:g}" for v in row_values])
+    ax.set_xlabel(column_label)
+    ax.set_ylabel(row_label)
+    for i in range(len(row_values)):
+        for j in range(len(column_values)):
+            ax.text(j, i, f"{float(accuracies[i][j]):.3f}", ha="center", va="center", fontsize=8, color="white")
+    if highlight is not None:
+        ax.add_patch(plt.Rectangle((highlight[1] - 0.5, highlight[0] - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+    fig.colorbar(image, ax=ax, label="test accuracy")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebooks 03-04: feature distillation and attention transfer ---
+
+
+def plot_layer_mapping(teacher_layers: Sequence[tuple[str, Sequence[int]]],
+                       student_layers: Sequence[tuple[str, Sequence[int]]], pairs: Sequence[tuple[str, str]],
+                       title: str = "") -> plt.Figure:
+    """Teacher stages (top) and student stages (bottom) as boxes ``name / C x H x W``, paired by arrows.
+
+    ``teacher_layers`` and ``student_layers`` are ``(path, (C, H, W))`` in forward order; ``pairs``
+    are ``(student_path, teacher_path)``. A box's height grows with its channels, its width with its resolution.
+    """
+    fig, ax = plt.subplots(figsize=(1.9 * max(len(teacher_layers), len(student_layers)) + 1.5, 3.4))
+    centres: dict[tuple[str, str], tuple[float, float]] = {}
+    widest = max(shape[0] for _, shape in [*teacher_layers, *student_layers])
+    rows = (("teacher", teacher_layers, "tab:orange"), ("student", student_layers, "tab:blue"))
+    for row, (who, layers, colour) in enumerate(rows):
+        y = 1.0 - row
+        offset = (max(len(teacher_layers), len(student_layers)) - len(layers)) / 2
+        for i, (path, shape) in enumerate(layers):
+            x = offset + i
+            height = 0.15 + 0.25 * (shape[0] / widest) ** 0.5
+            width = 0.3 + 0.5 * shape[-1] / 28
+            ax.add_patch(plt.Rectangle((x - width / 2, y - height / 2), width, height, color=colour, alpha=0.35))
+            ax.text(x, y, f"{path}\n{'×'.join(str(s) for s in shape)}", ha="center", va="center", fontsize=8)
+            centres[(who, path)] = (x, y - height / 2 if row == 0 else y + height / 2)
+        ax.text(-0.9, y, who, ha="right", va="center", fontsize=10, color=colour, weight="bold")
+    for student_path, teacher_path in pairs:
+        (xs, ys), (xt, yt) = centres[("student", student_path)], centres[("teacher", teacher_path)]
+        ax.annotate("", xy=(xt, yt), xytext=(xs, ys), arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.2})
+    ax.set_xlim(-1.6, max(len(teacher_layers), len(student_layers)) - 0.4)
+    ax.set_ylim(-0.5, 1.5)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_feature_maps(rows: Mapping[str, torch.Tensor], image: torch.Tensor | None = None, channels: int = 8,
+                      title: str = "") -> plt.Figure:
+    """A grid of feature maps: one row per entry of ``rows`` (``(C, H, W)`` maps of one image), first ``channels``.
+
+    Each map is scaled to its own min..max, so the grid shows where a channel fires, not how strongly.
+    """
+    columns = channels + (image is not None)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.15 * columns + 1.2, 1.25 * len(rows) + 0.4), squeeze=False)
+    for r, (name, maps) in enumerate(rows.items()):
+        maps = maps.detach().float().cpu()
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            k = c - (image is not None)
+            if k < 0:
+                ax.imshow(denormalise(image).squeeze(0).cpu(), cmap="gray_r")
+                ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+                continue
+            if k >= len(maps):
+                ax.axis("off")
+                continue
+            ax.imshow(maps[k], cmap="viridis")
+            if image is None and k == 0:
+                ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+            if r == 0:
+                ax.set_title(f"channel {k}", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_attention_maps(images: torch.Tensor, maps: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
+                        size: float = 1.5) -> plt.Figure:
+    """Images (rows) beside their attention maps (columns), as in Zagoruyko and Komodakis (2017), fig. 2.
+
+    ``maps`` holds ``(N, H*W)`` flattened maps (``cu.losses.attention_map``) or ``(N, H, W)``; each map is
+    drawn on its own colour scale, upsampled to the image size.
+    """
+    count = len(images)
+    columns = 1 + len(maps)
+    fig, axes = plt.subplots(count, columns, figsize=(columns * size, count * size + 0.4), squeeze=False)
+    for i in range(count):
+        axes[i, 0].imshow(denormalise(images[i]).squeeze(0).cpu(), cmap="gray_r")
+        if titles is not None:
+            axes[i, 0].set_ylabel(titles[i], fontsize=8)
+        for j, (name, batch) in enumerate(maps.items(), start=1):
+            square = batch[i].detach().float().cpu()
+            if square.ndim == 1:
+                side = int(round(square.numel() ** 0.5))
+                square = square.view(side, side)
+            grown = torch.nn.functional.interpolate(square[None, None], size=images.shape[-2:], mode="bilinear",
+                                                    align_corners=False)[0, 0]
+            axes[i, j].imshow(grown, cmap="inferno")
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_comparison(accuracies: Mapping[str, Sequence[float]], teacher_accuracy: float | None = None,
+                           baseline: str | None = None, title: str = "") -> plt.Figure:
+    """Test accuracy per method: one dot per seed, the mean ± std as a bar, the teacher as a dashed line."""
+    names = list(accuracies)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+    for y, name in enumerate(names):
+        values = torch.tensor([float(v) for v in accuracies[name]], dtype=torch.float64)
+        mean = values.mean().item()
+        std = values.std().item() if len(values) > 1 else 0.0
+        ax.errorbar(mean, y, xerr=std, fmt="s", color="black", capsize=4, zorder=3)
+        ax.scatter(values, [y] * len(values), color="tab:blue", alpha=0.6, zorder=2)
+    if baseline is not None:
+        ax.axvline(torch.tensor([float(v) for v in accuracies[baseline]]).mean().item(), color="grey", lw=1,
+                   ls=":", label=f"{baseline} (mean)")
+    if teacher_accuracy is not None:
+        ax.axvline(teacher_accuracy, color="tab:orange", ls="--", label="teacher")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy (dots: seeds; square and bar: mean ± std)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebooks 01-02: soft targets and the distillation loss ---
+def plot_temperature_grid(images: torch.Tensor, distributions: Mapping[float, torch.Tensor], titles: Sequence[str],
+                          class_names: Sequence[str] = CLASS_NAMES) -> plt.Figure:
+    """One row per image: the image, then its distribution at each temperature (``{T: (N, C)}``)."""
+    temperatures = list(distributions)
+    fig, axes = plt.subplots(len(images), len(temperatures) + 1, squeeze=False,
+                             figsize=(1.6 + 2.3 * len(temperatures), 1.9 * len(images)))
+    for row in range(len(images)):
+        axes[row, 0].imshow(denormalise(images[row]).squeeze(0), cmap="gray_r")
+        axes[row, 0].set_title(titles[row], fontsize=8)
+        axes[row, 0].axis("off")
+        for col, temperature in enumerate(temperatures, start=1):
+            ax = axes[row, col]
+            ax.bar(range(len(class_names)), distributions[temperature][row], color="tab:blue")
+            ax.set_ylim(0, 1)
+            ax.set_xticks(range(len(class_names)), class_names if row == len(images) - 1 else [], rotation=70, fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            if row == 0:
+                ax.set_title(f"T = {temperature:g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_entropy_vs_temperature(temperatures: Sequence[float], entropies: Sequence[float], num_classes: int = 10,
+                                marked: Sequence[float] = ()) -> plt.Figure:
+    """Mean entropy (nats) of the softened distributions against T, with the uniform limit ``log C``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.plot(temperatures, entropies, marker="o", ms=3, label="teacher, mean over test images")
+    ax.axhline(float(torch.log(torch.tensor(float(num_classes)))), color="grey", ls="--", lw=1,
+               label=f"uniform over {num_classes} classes (log {num_classes})")
+    for temperature in marked:
+        ax.axvline(temperature, color="tab:orange", lw=0.8, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("temperature T (log scale)")
+    ax.set_ylabel("entropy (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_similarity(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
+    """A (C, C) matrix of averaged soft targets (row: true class); the diagonal is greyed out to show the rest."""
+    off_diagonal = matrix.clone().double()
+    off_diagonal.fill_diagonal_(float("nan"))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(off_diagonal, cmap="magma_r")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel("class the teacher gives probability to")
+    ax.set_ylabel("true class")
+    top = torch.nan_to_num(off_diagonal, nan=0.0).max().item()
+    for i in ticks:
+        for j in ticks:
+            text = "·" if i == j else f"{matrix[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if i != j and matrix[i, j] > top / 2 else "black")
+    fig.colorbar(image, ax=ax, label="mean probability (diagonal omitted)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_and_distribution(image: torch.Tensor, probabilities: torch.Tensor, reference: torch.Tensor | None = None,
+                                title: str = "", class_names: Sequence[str] = CLASS_NAMES) -> plt.Figure:
+    """An image beside its class distribution (bars), with an optional ``reference`` distribution as outlines."""
+    fig, (ax_image, ax_bars) = plt.subplots(1, 2, figsize=(8, 2.8), gridspec_kw={"width_ratios": [1, 3]})
+    ax_image.imshow(denormalise(image).squeeze(0), cmap="gray_r")
+    ax_image.axis("off")
+    positions = range(len(class_names))
+    ax_bars.bar(positions, probabilities, color="tab:blue", label="softened")
+    if reference is not None:
+        ax_bars.bar(positions, reference, fill=False, edgecolor="black", lw=1, label="T = 1")
+        ax_bars.legend(fontsize=8)
+    ax_bars.set_xticks(positions, class_names, rotation=45, ha="right", fontsize=8)
+    ax_bars.set_ylim(0, 1)
+    ax_bars.set_ylabel("probability")
+    ax_bars.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_scaling(temperatures: Sequence[float], plain_norms: Sequence[float],
+                          scaled_norms: Sequence[float]) -> plt.Figure:
+    """Gradient norm of the soft loss against T, without and with the T^2 factor, and a 1/T^2 guide (log-log)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(temperatures, plain_norms, marker="o", label="KL(p_T || q_T)")
+    ax.plot(temperatures, scaled_norms, marker="s", label="T² · KL(p_T || q_T)")
+    guide = [plain_norms[-1] * (temperatures[-1] / t) ** 2 for t in temperatures]
+    ax.plot(temperatures, guide, color="grey", ls="--", lw=1, label="∝ 1 / T²")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("gradient norm w.r.t. student logits")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None, title: str = "") -> plt.Figure:
+    """Scratch against distilled accuracy by student size; ``rows`` hold ``parameters`` and ``scratch`` / ``kd``
+    summaries (``mean``, ``std``), as in ``results/kd_sweep.json``."""
+    fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(10, 3.6))
+    params = [row["parameters"] for row in rows]
+    for key, label, marker in (("scratch", "scratch", "o"), ("kd", "distilled", "s")):
+        ax.errorbar(params, [row[key]["mean"] for row in rows], yerr=[row[key]["std"] for row in rows],
+                    marker=marker, capsize=3, label=label)
+    if teacher_accuracy is not None:
+        ax.axhline(teacher_accuracy, color="tab:orange", ls="--", label="teacher")
+    for row in rows:
+        ax.annotate(row.get("student", ""), (row["parameters"], row["scratch"]["mean"]), fontsize=7,
+                    textcoords="offset points", xytext=(0, -12), ha="center")
+    gains = [row["kd"]["mean"] - row["scratch"]["mean"] for row in rows]
+    ax_gain.bar(range(len(rows)), [100 * g for g in gains], color=["tab:green" if g > 0 else "tab:red" for g in gains])
+    ax_gain.set_xticks(range(len(rows)), [f"{row.get('student', '')}\n{row['parameters'] / 1000:.1f}k" for row in rows],
+                       fontsize=8)
+    ax_gain.axhline(0, color="black", lw=0.8)
+    ax_gain.set_ylabel("distilled - scratch (points)")
+    for axis in (ax, ax_gain):
+        axis.grid(alpha=0.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("student parameters (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,53 @@
+"""Record the figures a notebook measured, so ``make results`` can gather them.
+
+    cu.report.record("02_distillation_loss", {"scratch_mean": 0.861, "kd_mean": 0.873})
+
+Each call merges the values into ``results/runs/<mode>/<section>.json`` (mode is "quick" or
+"default"), a folder git ignores. ``make results`` executes the notebooks and builds
+``results/summary.json`` and ``results/summary.md`` from these files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import config
+
+
+def runs_dir(mode: str | None = None) -> Path:
+    """The folder that holds the recorded figures of one mode (default: the current mode)."""
+    mode = mode or ("quick" if config.quick_mode() else "default")
+    return config.REPO_DIR / "results" / "runs" / mode
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def record(section: str, values: dict[str, Any]) -> Path:
+    """Merge ``values`` (numbers, lists, dicts; tensors are converted) into the section's JSON file."""
+    if not section or "/" in section:
+        raise ValueError(f"section must be a plain name such as '02_distillation_loss', got {section!r}.")
+    folder = runs_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{section}.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(_plain(values))
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load(section: str, mode: str | None = None) -> dict[str, Any]:
+    """The values recorded for ``section`` (an empty dict if none were)."""
+    path = runs_dir(mode) / f"{section}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,227 @@
+"""``make results`` and ``make book``: execute every notebook headless, measure, and summarise.
+
+    python -m course_utils.results                 # quick and default mode, then the summary
+    python -m course_utils.results --modes default --notebooks 01 02
+    python -m course_utils.results --summary-only  # rebuild the summary from recorded figures
+    python -m course_utils.results --book          # HTML of the executed notebooks in build/book
+
+Each notebook runs in a fresh kernel through nbclient, in a child process, so its wall time and
+the kernel's peak resident memory are measured. The notebooks record their headline figures with
+``cu.report.record``; this script gathers them into ``results/summary.json`` and
+``results/summary.md`` and rewrites the README's results block between its markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import config, report
+
+NOTEBOOKS_DIR = config.REPO_DIR / "notebooks"
+RESULTS_DIR = config.REPO_DIR / "results"
+BUILD_DIR = config.REPO_DIR / "build"
+README = config.REPO_DIR / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def notebooks(selection: list[str] | None = None) -> list[Path]:
+    """The course's notebooks in order, optionally only those whose names start with ``selection``."""
+    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if selection:
+        paths = [p for p in paths if any(p.name.startswith(s) for s in selection)]
+    if not paths:
+        raise FileNotFoundError(f"no notebooks match {selection} in {NOTEBOOKS_DIR}")
+    return paths
+
+
+def _execute_child(path: Path, out_path: Path, timeout: int) -> None:
+    """Runs in a child process: execute one notebook, save it with outputs, print the kernel's peak RSS."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, out_path)
+    # The kernel was this process's child and has been waited for: its peak RSS is here (KiB on Linux).
+    print(json.dumps({"kernel_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def execute(path: Path, mode: str, timeout: int = 1800) -> dict[str, float]:
+    """Execute ``path`` in ``mode`` ("quick" or "default"); return wall minutes and peak memory (MB)."""
+    env = dict(os.environ, COURSE_QUICK="1" if mode == "quick" else "0")
+    out_path = BUILD_DIR / "executed" / mode / path.name
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "course_utils.results", "--child", str(path), str(out_path),
+                           str(timeout)], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{path.name} failed in {mode} mode:\n{done.stderr[-3000:]}")
+    peak = json.loads(done.stdout.strip().splitlines()[-1])["kernel_peak_mb"]
+    return {"minutes": round(seconds / 60, 2), "peak_mb": round(peak)}
+
+
+def machine() -> dict[str, object]:
+    """The CPU and software the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "date": datetime.date.today().isoformat()}
+
+
+TOPICS = {  # notebook -> what it teaches (the syllabus column of the README)
+    "00_welcome": "environment check, the data, the shipped teacher and its card",
+    "01_soft_targets": "soft targets, temperature, dark knowledge, the T² scaling",
+    "02_distillation_loss": "the KD loss; alpha and T; when distillation helps; low labels",
+    "03_feature_distillation": "FitNets hints, adapters, layer mapping, forward hooks",
+    "04_attention_transfer": "attention maps, multi-layer transfer, when feature methods fail",
+    "05_training_schedule": "warmup → distill → finetune, a curriculum, incremental distillation",
+    "06_edge_export": "ONNX, onnxruntime INT8, size, latency, accuracy, an edge budget",
+    "07_capstone_predictive_maintenance": "capstone: vibration data to a tiny INT8 student",
+    "08_language_model_distillation": "token- and sequence-level distillation of a small language model",
+}
+
+# The headline claims: (label, section recorded by a notebook, key, format). Keys missing from a
+# run are reported as "not measured" rather than invented.
+CLAIMS: list[tuple[str, str, str, str]] = [
+    ("Teacher test accuracy (card, re-measured in 00)", "00_welcome", "teacher_accuracy", "{:.2%}"),
+    ("Full labels: scratch student accuracy (mean ± std)", "02_distillation_loss", "full_scratch", "pm"),
+    ("Full labels: KD student accuracy (mean ± std)", "02_distillation_loss", "full_kd", "pm"),
+    ("Full labels: gap closed by KD", "02_distillation_loss", "full_gap_closed", "{:.0%}"),
+    ("Low labels (2,000): scratch accuracy (mean ± std)", "02_distillation_loss", "low_scratch", "pm"),
+    ("Low labels (2,000): KD on the transfer set (mean ± std)", "02_distillation_loss", "low_kd", "pm"),
+    ("Low labels: gap closed by KD", "02_distillation_loss", "low_gap_closed", "{:.0%}"),
+    ("Best feature/attention method (03-04)", "04_attention_transfer", "best_method", "{}"),
+    ("INT8 student: size ratio FP32 ONNX / INT8 ONNX", "06_edge_export", "int8_size_ratio", "{:.2f}×"),
+    ("INT8 student: accuracy change (points)", "06_edge_export", "int8_accuracy_change_points", "{:+.2f}"),
+    ("INT8 student vs its FP32 ONNX self, batch 1, 1 thread", "06_edge_export", "int8_speedup_vs_fp32", "{:.2f}×"),
+    ("INT8 student (onnxruntime) vs FP32 teacher (PyTorch eager), batch 1", "06_edge_export",
+     "int8_speedup_vs_teacher", "{:.1f}×"),
+    ("Capstone student: size (KB)", "07_capstone", "size_kb", "{:.1f}"),
+    ("Capstone student: latency, 1 thread (ms)", "07_capstone", "latency_ms_1thread", "{:.3f}"),
+    ("Capstone student: accuracy retention vs teacher", "07_capstone", "retention", "{:.1%}"),
+    ("Capstone: peak RAM of an inference session (MB)", "07_capstone", "peak_ram_mb", "{:.0f}"),
+]
+
+
+def _format(value: object, fmt: str) -> str:
+    if value is None:
+        return "not measured"
+    if fmt == "pm":
+        return f"{value['mean']:.2%} ± {value['std']:.2%}" if isinstance(value, dict) else f"{value:.2%}"
+    return fmt.format(value)
+
+
+def summarise(timings: dict[str, dict[str, dict[str, float]]]) -> dict[str, object]:
+    """Build the summary from the default-mode recorded figures and the measured timings."""
+    claims = []
+    for label, section, key, fmt in CLAIMS:
+        value = report.load(section, "default").get(key)
+        claims.append({"claim": label, "section": section, "key": key, "value": value, "text": _format(value, fmt)})
+    return {"machine": machine(), "claims": claims, "notebooks": timings,
+            "sections": {p.stem: json.loads(p.read_text()) for p in sorted(report.runs_dir("default").glob("*.json"))}}
+
+
+def render_markdown(summary: dict) -> str:
+    """The tables the README shows (and summary.md holds), rendered from ``summary``."""
+    m = summary["machine"]
+    lines = [f"Measured by `make results` on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+             f"torch {m['torch']}, {m['date']}. Default mode unless stated.", "",
+             "| Claim | Measured |", "|---|---|"]
+    lines += [f"| {c['claim']} | {c['text']} |" for c in summary["claims"]]
+    lines += ["", "| Notebook | Topic | Minutes (default) | Peak MB (default) | Minutes (quick) | Peak MB (quick) |",
+              "|---|---|---|---|---|---|"]
+    for name, row in sorted(summary["notebooks"].items()):
+        d, q = row.get("default", {}), row.get("quick", {})
+        lines.append(f"| `{name}` | {TOPICS.get(name, '')} | {d.get('minutes', '–')} | {d.get('peak_mb', '–')} | "
+                     f"{q.get('minutes', '–')} | {q.get('peak_mb', '–')} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_block(text: str) -> str:
+    """The part of the README between the results markers."""
+    if START not in text or END not in text:
+        raise ValueError(f"README.md lacks the markers {START} and {END}.")
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+
+
+def write_summary(summary: dict) -> None:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = render_markdown(summary)
+    (RESULTS_DIR / "summary.md").write_text("# Course results\n\n" + table)
+    text = README.read_text()
+    readme_block(text)  # raises when the markers are missing
+    head, rest = text.split(START, 1)
+    README.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
+
+
+def book() -> Path:
+    """Render the executed default-mode notebooks (executing any that are missing) to build/book/*.html."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    out = BUILD_DIR / "book"
+    out.mkdir(parents=True, exist_ok=True)
+    links = []
+    for path in notebooks():
+        executed = BUILD_DIR / "executed" / "default" / path.name
+        if not executed.is_file():
+            print(f"executing {path.name} (default mode) ...", flush=True)
+            execute(path, "default")
+        html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        (out / f"{path.stem}.html").write_text(html)
+        links.append(f'<li><a href="{path.stem}.html">{path.stem}</a></li>')
+    (out / "index.html").write_text("<h1>Distilling for the Edge</h1><ul>" + "".join(links) + "</ul>")
+    return out / "index.html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        _execute_child(Path(argv[1]), Path(argv[2]), int(argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", nargs="+", default=["quick", "default"], choices=["quick", "default"])
+    parser.add_argument("--notebooks", nargs="*", help="name prefixes, e.g. 01 02 (default: all)")
+    parser.add_argument("--summary-only", action="store_true", help="do not execute; reuse recorded timings")
+    parser.add_argument("--book", action="store_true", help="render build/book/*.html and stop")
+    args = parser.parse_args(argv)
+    if args.book:
+        print(f"wrote {book()}")
+        return
+    previous = RESULTS_DIR / "summary.json"
+    timings = json.loads(previous.read_text()).get("notebooks", {}) if previous.is_file() else {}
+    start = time.perf_counter()
+    if not args.summary_only:
+        for mode in args.modes:
+            for path in notebooks(args.notebooks):
+                print(f"{mode:>7}  {path.name} ...", end=" ", flush=True)
+                timings.setdefault(path.stem, {})[mode] = measured = execute(path, mode)
+                print(f"{measured['minutes']} min, {measured['peak_mb']} MB", flush=True)
+    summary = summarise(timings)
+    summary["make_results_minutes"] = round((time.perf_counter() - start) / 60, 1)
+    write_summary(summary)
+    print(render_markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Models: shapes, parameter ranges, hookable paths, and the shipped teacher's checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import course_utils as cu
+from course_utils.models import CheckpointError
+
+
+@pytest.mark.parametrize("name", ["teacher", *cu.models.STUDENTS])
+def test_every_model_maps_images_to_ten_logits(name):
+    model = cu.models.create(name, seed=0)
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_parameter_ranges():
+    assert 100_000 <= cu.models.count_parameters(cu.models.create("teacher")) <= 1_000_000
+    counts = [cu.models.count_parameters(cu.models.create(name)) for name in cu.models.STUDENTS]
+    assert counts == sorted(counts), "students are listed smallest first"
+    assert counts[1] >= 5_000 and counts[-1] <= 100_000
+
+
+def test_parameter_count_by_hand():
+    # conv 1->4 (36) + bn (8) | conv 4->8 (288) + bn (16) | conv 8->16 (1152) + bn (32) | linear 16->10 (170)
+    model = cu.models.Student(cu.models.StudentConfig((4, 8, 16)))
+    assert cu.models.count_parameters(model) == 36 + 8 + 288 + 16 + 1152 + 32 + 170
+    assert cu.models.serialized_size(model) > 4 * cu.models.count_parameters(model)
+
+
+def test_stage_paths_have_matching_resolutions():
+    teacher, student = cu.models.create("teacher"), cu.models.create("student-s")
+    x = torch.randn(2, 1, 28, 28)
+    with cu.hooks.capture(teacher, ["layer1", "layer2", "layer3"]) as t, \
+            cu.hooks.capture(student, ["block1", "block2", "block3"]) as s:
+        teacher(x), student(x)
+    for tp, sp in zip(["layer1", "layer2", "layer3"], ["block1", "block2", "block3"]):
+        assert t[tp].shape[-2:] == s[sp].shape[-2:]
+
+
+def test_unknown_model_name_lists_choices():
+    with pytest.raises(KeyError, match="student-m"):
+        cu.models.create("resnet50")
+
+
+def test_same_seed_same_weights():
+    a, b = cu.models.create("student-m", seed=7), cu.models.create("student-m", seed=7)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_shipped_teacher_matches_its_card(test_split):
+    card = cu.models.teacher_card()
+    teacher = cu.models.load_teacher(device="cpu")
+    assert not teacher.training
+    measured = cu.evaluate.accuracy(teacher, test_split.images, test_split.labels)
+    assert measured == pytest.approx(card["test_accuracy"], abs=1e-4)
+    assert measured >= 0.93
+    cached = cu.models.load_teacher_logits("test")
+    live = cu.evaluate.predict_logits(teacher, test_split.images[:200])
+    assert torch.allclose(cached[:200], live, atol=1e-4)
+
+
+@pytest.fixture
+def weights_copy(tmp_path):
+    folder = tmp_path / "weights"
+    shutil.copytree(cu.config.WEIGHTS_DIR, folder, ignore=shutil.ignore_patterns("lm_*", "vibration_*"))
+    return folder
+
+
+def test_tampered_checkpoint_is_refused(weights_copy):
+    card = cu.models.teacher_card(weights_copy)
+    path = weights_copy / card["weights_file"]
+    raw = bytearray(path.read_bytes())
+    raw[-10] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="does not match its model card"):
+        cu.models.load_teacher(weights_copy)
+
+
+def test_missing_or_broken_card_is_refused(weights_copy):
+    card_path = weights_copy / cu.models.TEACHER_CARD
+    card_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        cu.models.load_teacher(weights_copy)
+    card_path.unlink()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        cu.models.load_teacher(weights_copy)
+
+
+def test_checkpoint_of_another_shape_is_refused(weights_copy):
+    card = json.loads((weights_copy / cu.models.TEACHER_CARD).read_text())
+    path = weights_copy / card["weights_file"]
+    torch.save(cu.models.create("student-s").state_dict(), path)
+    card["sha256"] = cu.data.sha256(path)
+    (weights_copy / cu.models.TEACHER_CARD).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        cu.models.load_teacher(weights_copy)
