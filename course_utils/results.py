@@ -30,7 +30,9 @@ NOTEBOOKS_DIR = config.REPO_DIR / "notebooks"
 RESULTS_DIR = config.REPO_DIR / "results"
 BUILD_DIR = config.REPO_DIR / "build"
 README = config.REPO_DIR / "README.md"
+GUIDE = config.REPO_DIR / "docs" / "instructor-guide.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+TIMINGS_START, TIMINGS_END = "<!-- timings:start -->", "<!-- timings:end -->"
 
 
 def notebooks(selection: list[str] | None = None) -> list[Path]:
@@ -147,20 +149,34 @@ def render_markdown(summary: dict) -> str:
              f"torch {m['torch']}, {m['date']}. Default mode unless stated.", "",
              "| Claim | Measured |", "|---|---|"]
     lines += [f"| {c['claim']} | {c['text']} |" for c in summary["claims"]]
-    lines += ["", "| Notebook | Topic | Minutes (default) | Peak MB (default) | Minutes (quick) | Peak MB (quick) |",
-              "|---|---|---|---|---|---|"]
+    return "\n".join(lines) + "\n\n" + render_timings(summary)
+
+
+def render_timings(summary: dict) -> str:
+    """The syllabus table: each notebook's topic, wall minutes and kernel peak memory per mode."""
+    lines = ["| Notebook | Topic | Minutes (default) | Peak MB (default) | Minutes (quick) | Peak MB (quick) |",
+             "|---|---|---|---|---|---|"]
     for name, row in sorted(summary["notebooks"].items()):
         d, q = row.get("default", {}), row.get("quick", {})
         lines.append(f"| `{name}` | {TOPICS.get(name, '')} | {d.get('minutes', '–')} | {d.get('peak_mb', '–')} | "
                      f"{q.get('minutes', '–')} | {q.get('peak_mb', '–')} |")
+    total = sum(row.get("default", {}).get("minutes", 0) for row in summary["notebooks"].values())
+    lines.append(f"\nAll notebooks in default mode: {total:.1f} minutes on this machine.")
     return "\n".join(lines) + "\n"
 
 
-def readme_block(text: str) -> str:
-    """The part of the README between the results markers."""
-    if START not in text or END not in text:
-        raise ValueError(f"README.md lacks the markers {START} and {END}.")
-    return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+def readme_block(text: str, start: str = START, end: str = END) -> str:
+    """The part of a markdown text between two markers (the README's results block by default)."""
+    if start not in text or end not in text:
+        raise ValueError(f"the text lacks the markers {start} and {end}.")
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n") + "\n"
+
+
+def _replace_block(path: Path, start: str, end: str, block: str) -> None:
+    text = path.read_text()
+    readme_block(text, start, end)  # raises when the markers are missing
+    head, rest = text.split(start, 1)
+    path.write_text(head + start + "\n" + block + end + rest.split(end, 1)[1])
 
 
 def write_summary(summary: dict) -> None:
@@ -168,10 +184,8 @@ def write_summary(summary: dict) -> None:
     (RESULTS_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = render_markdown(summary)
     (RESULTS_DIR / "summary.md").write_text("# Course results\n\n" + table)
-    text = README.read_text()
-    readme_block(text)  # raises when the markers are missing
-    head, rest = text.split(START, 1)
-    README.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
+    _replace_block(README, START, END, table)
+    _replace_block(GUIDE, TIMINGS_START, TIMINGS_END, render_timings(summary))
 
 
 def book() -> Path:
