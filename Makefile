@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Jupyter refuses to run as root (containers, some lab machines) unless told it may.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install lab test lint unit notebooks results book clean
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=notebooks 00_welcome.ipynb
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_welcome.ipynb
 
 # lint, unit tests (including "notebooks are committed without outputs"), then every notebook in quick mode
 test: lint unit notebooks
