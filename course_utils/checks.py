@@ -245,3 +245,41 @@ def check_high_temperature_limit(answer: str | None) -> CheckResult:
                        lambda a: a == "b",
                        hint="look at the gradient T^2 (1/T)(q - p) as T grows: expand softmax(z / T) for large T "
                             "(exp(x) ~ 1 + x) and see what q - p becomes.")
+
+
+# --- notebook 06: edge export ---
+
+
+def check_affine_parameters(learner_fn: Callable) -> CheckResult:
+    """Exercise: scale and zero point mapping ``[low, high]`` (widened to contain 0) onto ``[q_min, q_max]``."""
+    from .export import affine_parameters
+
+    def as_pair(result: Any) -> torch.Tensor | None:
+        if result is None:
+            return None
+        scale, zero_point = result
+        return torch.stack([torch.as_tensor(scale, dtype=torch.float64), torch.as_tensor(zero_point, dtype=torch.float64)])
+
+    cases = [(-1.0, 3.0, 0, 255), (0.0, 6.0, 0, 255), (-2.5, 0.5, -128, 127), (0.5, 4.0, 0, 255)]
+    return check_function("affine_parameters", lambda *args: as_pair(learner_fn(*args)),
+                          lambda *args: as_pair(affine_parameters(*args)), cases,
+                          hint="s = (high - low) / (q_max - q_min) and z = q_min - round(low / s); widen the range "
+                               "to contain 0 first (low = min(low, 0), high = max(high, 0)).")
+
+
+def check_per_channel_scales(learner_fn: Callable) -> CheckResult:
+    """Exercise: symmetric INT8 scales, one per output channel: ``max |w| / 127`` over every axis but the first."""
+    generator = torch.Generator().manual_seed(6)
+    cases = [(torch.randn(8, 4, 3, 3, generator=generator),), (torch.randn(10, 64, generator=generator),),
+             (torch.randn(3, 2, 5, generator=generator) * 0.01,)]
+    reference = lambda weight: weight.abs().amax(dim=tuple(range(1, weight.ndim))) / 127
+    return check_function("per_channel_scales", learner_fn, reference, cases, atol=1e-7, rtol=1e-5,
+                          hint="reduce |w| with amax over all axes except axis 0 (the output channels): the result has "
+                               "one scale per output channel, shape (C_out,).")
+
+
+def check_budget_choice(answer: Any, expected: str) -> CheckResult:
+    """Exercise: the model a budget selects (the notebook computes ``expected`` from its own measurements)."""
+    return check_value("edge budget", answer, lambda a: str(a) == expected,
+                       hint="keep the models that pass all three limits, then take the most accurate of them "
+                            "(use the `entries` list, not the plot, and mind the units: KB and ms).")

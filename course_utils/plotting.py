@@ -158,7 +158,9 @@ def plot_accuracy_grid(accuracies: torch.Tensor, row_values: Sequence[float], co
     ax.set_ylabel(row_label)
     for i in range(len(row_values)):
         for j in range(len(column_values)):
-            ax.text(j, i, f"{float(accuracies[i][j]):.3f}", ha="center", va="center", fontsize=8, color="white")
+            value = float(accuracies[i][j])
+            dark = value < (float(accuracies.min()) + float(accuracies.max())) / 2  # viridis is dark at the low end
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
     if highlight is not None:
         ax.add_patch(plt.Rectangle((highlight[1] - 0.5, highlight[0] - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
     fig.colorbar(image, ax=ax, label="test accuracy")
@@ -402,7 +404,7 @@ def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None
         ax.errorbar(params, [row[key]["mean"] for row in rows], yerr=[row[key]["std"] for row in rows],
                     marker=marker, capsize=3, label=label)
     if teacher_accuracy is not None:
-        ax.axhline(teacher_accuracy, color="tab:orange", ls="--", label="teacher")
+        ax.axhline(teacher_accuracy, color="black", ls="--", lw=1, label="teacher")
     for row in rows:
         ax.annotate(row.get("student", ""), (row["parameters"], row["scratch"]["mean"]), fontsize=7,
                     textcoords="offset points", xytext=(0, -12), ha="center")
@@ -419,5 +421,107 @@ def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 06: edge export ---
+
+
+_LABEL_OFFSETS = ((6, 4), (6, -10), (-6, 8), (6, 12), (-6, -12))  # staggered, so labels of close points overlap less
+
+
+def plot_pareto(entries: Sequence[Mapping], budget: Mapping[str, float] | None = None, title: str = "",
+                ax: plt.Axes | None = None) -> plt.Figure:
+    """Accuracy against latency (log scale) for every model; marker area proportional to the file size.
+
+    ``entries``: dicts with ``name``, ``latency_ms``, ``accuracy`` (0-1), ``size_kb`` and ``group``.
+    The dashed step line is the Pareto front (no other model is both faster and more accurate).
+    ``budget = {"max_kb", "max_ms", "min_accuracy"}`` shades the allowed region and draws the models
+    that fail any limit hollow.
+    """
+    fig = ax.figure if ax is not None else plt.subplots(figsize=(8, 5))[0]
+    ax = ax if ax is not None else fig.axes[0]
+    largest = max(e["size_kb"] for e in entries)
+    groups = list(dict.fromkeys(e["group"] for e in entries))
+    colours = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
+    for entry in entries:
+        area = 25 + 1200 * entry["size_kb"] / largest
+        passes = budget is None or (entry["size_kb"] <= budget["max_kb"] and entry["latency_ms"] <= budget["max_ms"]
+                                    and entry["accuracy"] >= budget["min_accuracy"])
+        colour = colours[entry["group"]]
+        ax.scatter(entry["latency_ms"], 100 * entry["accuracy"], s=area, alpha=0.75 if passes else 0.9,
+                   facecolors=colour if passes else "none", edgecolors=colour, linewidths=1.5)
+        ax.annotate(entry["name"], (entry["latency_ms"], 100 * entry["accuracy"]), fontsize=6.5, alpha=0.85,
+                    xytext=_LABEL_OFFSETS[entries.index(entry) % len(_LABEL_OFFSETS)], textcoords="offset points")
+    front, best = [], -1.0
+    for entry in sorted(entries, key=lambda e: (e["latency_ms"], -e["accuracy"])):
+        if entry["accuracy"] > best:
+            front.append(entry)
+            best = entry["accuracy"]
+    ax.step([e["latency_ms"] for e in front], [100 * e["accuracy"] for e in front], where="post", ls="--",
+            color="grey", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    if budget is not None:
+        low, high = ax.get_ylim()
+        ax.axvspan(ax.get_xlim()[0], budget["max_ms"], ymin=(100 * budget["min_accuracy"] - low) / (high - low),
+                   color="tab:green", alpha=0.08, label=f"budget: ≤ {budget['max_ms']:g} ms, ≥ "
+                   f"{100 * budget['min_accuracy']:.1f} %, ≤ {budget['max_kb']:g} KB (hollow: fails)")
+    for group in groups:
+        ax.scatter([], [], color=colours[group], label=group)
+    ax.set_xlabel("latency, batch 1 (ms, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or "accuracy against latency (marker area ∝ model size)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 08: language-model distillation ---
+def plot_bits_per_char(bits: Mapping[str, Sequence[float]], teacher_bits: float | None = None,
+                       title: str = "") -> plt.Figure:
+    """Held-out bits per character per method (lower is better): one dot per seed, mean ± std, the teacher dashed."""
+    names = list(bits)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+    for y, name in enumerate(names):
+        values = torch.tensor([float(v) for v in bits[name]], dtype=torch.float64)
+        std = values.std().item() if len(values) > 1 else 0.0
+        ax.errorbar(values.mean().item(), y, xerr=std, fmt="s", color="black", capsize=4, zorder=3)
+        ax.scatter(values, [y] * len(values), color="tab:blue", alpha=0.6, zorder=2)
+    if teacher_bits is not None:
+        ax.axvline(teacher_bits, color="tab:orange", ls="--", label="teacher")
+        ax.legend(fontsize=8, loc="best")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("held-out bits per character (lower is better; dots: seeds, square and bar: mean ± std)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_exact_match(exact: Mapping[str, Mapping[int, float]], unseen_from: int | None = None,
+                     title: str = "") -> plt.Figure:
+    """Exact-match accuracy by operand length, one group of bars per length and one bar per model.
+
+    ``unseen_from`` shades the lengths from that one on (operand lengths never seen in training).
+    """
+    names = list(exact)
+    lengths = sorted({int(d) for row in exact.values() for d in row})
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for i, name in enumerate(names):
+        values = [float(exact[name].get(d, exact[name].get(str(d), float("nan")))) for d in lengths]
+        ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(lengths))], values, width, label=name)
+    if unseen_from is not None and unseen_from in lengths:
+        start = lengths.index(unseen_from) - 0.5
+        ax.axvspan(start, len(lengths) - 0.5, color="grey", alpha=0.12, label="unseen length")
+    ax.set_xticks(range(len(lengths)), [f"{d} digit{'s' if d > 1 else ''}" for d in lengths])
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("exact match (held-out problems)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
