@@ -14,6 +14,7 @@ from . import (
     lm,
     losses,
     models,
+    models1d,
     plotting,
     report,
     schedule,
@@ -23,6 +24,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "plotting",
-           "report", "schedule", "text", "train", "vibration", "widgets"]
+__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
+           "plotting", "report", "schedule", "text", "train", "vibration", "widgets"]
 __version__ = "0.1.0"
