@@ -1,0 +1,335 @@
+"""A character-level decoder-only transformer (nanoGPT-style) with generation, bits per character and the teacher.
+
+Radford et al. (2019) GPT-2 layout: token + position embeddings, pre-norm blocks of causal
+self-attention and an MLP, a final layer norm and a head tied to the token embedding.
+Attention is written out (no fused kernel) so the shapes stay visible and the model exports to ONNX.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import config, text
+
+TEACHER_CARD = "lm_teacher.json"
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = len(text.VOCAB)  # 96: newline + printable ASCII
+    block_size: int = 32  # the longest context (characters): two or three addition lines, a docstring phrase
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0  # small models on this much data barely overfit in the steps we train
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head}).")
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.dropout)
+        mask = torch.tril(torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool))
+        self.register_buffer("mask", mask.view(1, 1, cfg.block_size, cfg.block_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        att = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])  # (B, nh, T, T)
+        att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf")).softmax(dim=-1)
+        y = self.dropout(att) @ v  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(cfg.n_embd), CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd),
+                                 nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """``GPT(cfg)(idx)``: int64 token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``."""
+
+    def __init__(self, cfg: GPTConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GPTConfig()
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying (Press and Wolf 2017)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size={self.cfg.block_size}: crop it "
+                             f"(idx[:, -{self.cfg.block_size}:]).")
+        positions = torch.arange(T, device=idx.device)
+        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C)
+        return self.head(self.ln_f(self.blocks(x)))  # (B, T, vocab_size)
+
+
+CONFIGS = {  # teacher and the students of notebook 08 (all with the teacher's context and vocabulary)
+    "teacher": GPTConfig(n_layer=4, n_head=4, n_embd=128),
+    "student-s": GPTConfig(n_layer=2, n_head=2, n_embd=32),
+    "student-m": GPTConfig(n_layer=2, n_head=4, n_embd=48),
+    "student-l": GPTConfig(n_layer=2, n_head=4, n_embd=64),
+}
+
+
+def create(name: str, seed: int | None = None, block_size: int | None = None) -> GPT:
+    """A freshly initialised model by name (see :data:`CONFIGS`), seeded when ``seed`` is given.
+
+    ``block_size`` overrides the context length (notebook 08 gives the students the teacher's).
+    """
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(CONFIGS)}.")
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be a positive number of characters, got {block_size}.")
+    if seed is not None:
+        torch.manual_seed(seed)
+    cfg = CONFIGS[name] if block_size is None else replace(CONFIGS[name], block_size=block_size)
+    return GPT(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters (the tied head counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None, stop_id: int | None = None) -> torch.Tensor:
+    """Append ``max_new_tokens`` sampled tokens to ``prompt_ids`` ``(B, T0)``; returns only the new tokens ``(B, N)``.
+
+    Each step samples from ``softmax(logits / temperature)`` (restricted to the ``top_k`` most
+    likely tokens if given); ``temperature=0`` picks the argmax (greedy). The same ``seed`` gives
+    the same text. Rows that produced ``stop_id`` keep emitting it (stop when all rows have).
+    """
+    if prompt_ids.ndim != 2 or prompt_ids.shape[1] < 1:
+        raise ValueError(f"prompt_ids must be (B, T0) with T0 >= 1, got shape {tuple(prompt_ids.shape)}.")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    idx, new, done = prompt_ids, [], torch.zeros(prompt_ids.shape[0], dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.cfg.block_size:])[:, -1, :]  # (B, vocab)
+        if temperature == 0:
+            next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            next_id = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)  # (B, 1)
+        if stop_id is not None:
+            next_id = torch.where(done[:, None], torch.full_like(next_id, stop_id), next_id)
+            done |= next_id[:, 0] == stop_id
+        new.append(next_id)
+        idx = torch.cat([idx, next_id], dim=1)
+        if stop_id is not None and bool(done.all()):
+            break
+    model.train(was_training)
+    return torch.cat(new, dim=1)
+
+
+def complete(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, seed: int = 0,
+             top_k: int | None = None) -> str:
+    """Text convenience around :func:`generate`: the continuation of ``prompt``."""
+    ids = text.encode(prompt)[None, :]
+    return text.decode(generate(model, ids, max_new_tokens, temperature, top_k=top_k, seed=seed)[0])
+
+
+@torch.no_grad()
+def bits_per_char(model: GPT, ids: torch.Tensor, batch_size: int = 64, max_windows: int | None = None) -> float:
+    """Mean next-character cross-entropy in bits, ``-(1/N) sum_i log2 p(x_i | x_<i)``, over held-out ``ids``.
+
+    The text is cut into non-overlapping windows of ``block_size + 1`` characters; each window
+    predicts its last ``block_size`` characters (so early positions see a short context, as in
+    training). ``max_windows`` evaluates an evenly spaced subset (quicker).
+    """
+    T = model.cfg.block_size
+    n = (len(ids) - 1) // T
+    if n < 1:
+        raise ValueError(f"need more than block_size + 1 = {T + 1} tokens, got {len(ids)}.")
+    starts = torch.arange(n) * T
+    if max_windows is not None and max_windows < n:
+        starts = starts[torch.linspace(0, n - 1, max_windows).long()]
+    model.eval()
+    total, count = 0.0, 0
+    for chunk in starts.split(batch_size):
+        windows = ids[chunk[:, None] + torch.arange(T + 1)]  # (b, T + 1)
+        logits = model(windows[:, :-1])
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1), reduction="sum").item()
+        count += windows[:, 1:].numel()
+    return total / count / math.log(2)
+
+
+@torch.no_grad()
+def addition_accuracy(model: GPT, problems: list[tuple[int, int]], batch_size: int = 256,
+                      reverse: bool = True) -> float:
+    """Exact-match accuracy: the share of ``(a, b)`` for which greedy decoding of ``"\\na+b="`` writes ``a + b``."""
+    if not problems:
+        raise ValueError("problems is empty: pass at least one (a, b) pair.")
+    answers = addition_answers(model, problems, batch_size, reverse)
+    return sum(answer == a + b for answer, (a, b) in zip(answers, problems)) / len(problems)
+
+
+@torch.no_grad()
+def addition_answers(model: GPT, problems: list[tuple[int, int]], batch_size: int = 256,
+                     reverse: bool = True) -> list[int | None]:
+    """The model's greedy answers to ``"\\na+b="`` (None where it wrote no number). Prompts of a batch share a length."""
+    newline = text.VOCAB.index("\n")
+    answers: list[int | None] = [None] * len(problems)
+    by_length: dict[int, list[int]] = {}
+    prompts = ["\n" + text.format_addition(a, b, reverse)[0] for a, b in problems]
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(i)
+    for rows in by_length.values():
+        for chunk in [rows[j:j + batch_size] for j in range(0, len(rows), batch_size)]:
+            ids = torch.stack([text.encode(prompts[i]) for i in chunk])
+            longest = len(str(max(sum(problems[i]) for i in chunk))) + 2
+            out = generate(model, ids, longest, temperature=0, stop_id=newline)
+            for i, row in zip(chunk, out):
+                answers[i] = text.read_answer(text.decode(row), reverse)
+    return answers
+
+
+def teacher_card(weights_dir: str | Path | None = None) -> dict:
+    """The shipped language-model teacher's card (bits per character, addition accuracy, seed, steps, sha256)."""
+    path = Path(weights_dir or config.WEIGHTS_DIR) / TEACHER_CARD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the teacher with `python -m course_utils.train_lm_teacher` "
+                                "(about 20 minutes on a laptop CPU) or use the repository's shipped weights.")
+    return json.loads(path.read_text())
+
+
+def load_teacher(weights_dir: str | Path | None = None) -> GPT:
+    """The shipped teacher in eval mode, after checking its sha256 against the card (``torch.load(weights_only=True)``)."""
+    from .data import sha256
+    from .models import CheckpointError
+
+    folder = Path(weights_dir or config.WEIGHTS_DIR)
+    card = teacher_card(folder)
+    path = folder / card["weights_file"]
+    if not path.is_file() or (actual := sha256(path)) != card["sha256"]:
+        found = "missing" if not path.is_file() else f"sha256 {actual[:16]}..."
+        raise CheckpointError(f"The LM teacher checkpoint {path} does not match its model card ({found}, expected "
+                              f"{card['sha256'][:16]}...): restore it from the repository or retrain it.")
+    model = GPT(GPTConfig(**card["config"]))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def config_dict(model: GPT) -> dict:
+    """The model's configuration as a plain dict (for model cards)."""
+    return asdict(model.cfg)
+
+
+def load_transfer_set(weights_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The teacher's cached transfer set (checked against the card): ``text_windows`` ``(N, block_size + 1)`` and the
+    ``additions`` stream, as int64 token ids. Used for sequence-level distillation (Kim and Rush 2016)."""
+    from .data import sha256
+    from .models import CheckpointError
+
+    folder = Path(weights_dir or config.WEIGHTS_DIR)
+    card = teacher_card(folder)
+    path = folder / card["transfer_file"]
+    if not path.is_file() or sha256(path) != card["transfer_sha256"]:
+        raise CheckpointError(f"The transfer set {path} is missing or does not match the LM teacher's card: "
+                              "restore it from the repository or retrain the teacher.")
+    return {key: value.long() for key, value in torch.load(path, map_location="cpu", weights_only=True).items()}
+
+
+# --- edge export helpers (ONNX) ---------------------------------------------------------------------------------------
+
+def quantize_dynamic_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
+    """Dynamic INT8 quantization of a transformer's ONNX file with onnxruntime (weights int8, activations per batch).
+
+    Jacob et al. (2018); onnxruntime recommends dynamic quantization for transformers. Called
+    directly, without ``quant_pre_process``, whose symbolic shape inference does not complete on
+    this graph's dynamic sequence axis.
+    """
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    if not fp32_path.is_file():
+        raise FileNotFoundError(f"{fp32_path} not found: export the model first with cu.export.export_onnx.")
+    logger, level = logging.getLogger(), logging.getLogger().level
+    logger.setLevel(logging.ERROR)  # silence the "consider pre-processing" advice
+    try:
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    finally:
+        logger.setLevel(level)
+    return int8_path
+
+
+class OnnxLM(nn.Module):
+    """An onnxruntime session that looks like a :class:`GPT` (``.cfg``, ``forward(idx) -> logits``), so that
+    :func:`generate`, :func:`bits_per_char` and :func:`addition_accuracy` measure the exported file unchanged."""
+
+    def __init__(self, session, cfg: GPTConfig):
+        super().__init__()
+        self.session, self.cfg = session, cfg
+        self.input_name = session.get_inputs()[0].name
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: idx.numpy().astype("int64")})[0])
+
+
+def latency_per_token(model: nn.Module, prompt: str = "## ", n_tokens: int = 32, repeats: int = 3) -> float:
+    """Median milliseconds per generated token: batch 1, greedy, no key/value cache (each token reruns the context)."""
+    import time
+
+    prompt_ids = text.encode(prompt)[None, :]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate(model, prompt_ids, n_tokens, temperature=0)
+        times.append((time.perf_counter() - start) / n_tokens * 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def transfer_windows(transfer: dict[str, torch.Tensor], n: int, block_size: int, addition_fraction: float,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training windows ``(x, y)`` from the teacher's transfer set, a share ``addition_fraction`` of them additions."""
+    n_add = round(n * addition_fraction)
+    rows = transfer["text_windows"]
+    if rows.shape[1] != block_size + 1:
+        raise ValueError(f"the transfer set's windows have {rows.shape[1]} tokens; block_size + 1 = {block_size + 1}.")
+    rows = rows[torch.randint(0, len(rows), (n - n_add,), generator=generator)]  # (n - n_add, block_size + 1)
+    x_add, y_add = text.random_windows(transfer["additions"], n_add, block_size, generator)
+    order = torch.randperm(n, generator=generator)
+    return torch.cat([rows[:, :-1], x_add])[order], torch.cat([rows[:, 1:], y_add])[order]

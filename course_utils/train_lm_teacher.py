@@ -1,0 +1,154 @@
+"""Train notebook 08's character-level teacher and write it with its model card and transfer set.
+
+    python -m course_utils.train_lm_teacher                     # the shipped recipe (~20 min on one CPU core)
+    python -m course_utils.train_lm_teacher --steps 20 --transfer-windows 16 --out /tmp/lm_teacher   # a quick try
+
+Training data: random windows (the context, 32 characters) of the docstring corpus's training part, mixed with
+windows of an addition stream (training problems of 1 to 3 digits, answers reversed; see
+``cu.text``). Writes ``lm_teacher.pt`` (state_dict), ``lm_teacher.json`` (the model card) and
+``lm_teacher_transfer.pt``: text the teacher generated and training additions it solved, the
+transfer set of sequence-level distillation (Kim and Rush 2016), cached so the notebook need
+not run slow autoregressive generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import config, data, lm, text, train
+from .train_teacher import _hardware_name
+
+TRAIN_DIGITS = (1, 2, 3)  # operand lengths the models train on; 4 and 5 are held out entirely
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def transfer_set(model: lm.GPT, text_ids: torch.Tensor, n_windows: int, prompt_chars: int, temperature: float,
+                 n_additions: int, seed: int) -> dict[str, torch.Tensor]:
+    """The teacher's own text and its answers to training additions (uint8 token ids).
+
+    ``text_windows`` ``(n_windows, block_size + 1)``: a short real prompt, then the teacher's
+    continuation sampled at ``temperature`` (< 1 leans to the teacher's most likely text, the
+    mode Kim and Rush approximate with beam search). ``additions``: one stream of lines
+    ``"a+b=<teacher's greedy answer>\\n"`` for training problems, right or wrong.
+    """
+    block = model.cfg.block_size
+    generator = torch.Generator().manual_seed(seed)
+    prompts, _ = text.random_windows(text_ids, n_windows, prompt_chars, generator)
+    rows = []
+    for i, chunk in enumerate(prompts.split(256)):
+        rows.append(torch.cat([chunk, lm.generate(model, chunk, block + 1 - prompt_chars, temperature, seed=seed + i)], 1))
+    problems = text.sample_additions(n_additions, TRAIN_DIGITS, "train", seed=seed)
+    answers = lm.addition_answers(model, problems)
+    lines = []
+    for (a, b), answer in zip(problems, answers):
+        written = "?" if answer is None else str(answer)[::-1]
+        lines.append(f"{text.format_addition(a, b)[0]}{written}\n")
+    return {"text_windows": torch.cat(rows).to(torch.uint8), "additions": text.encode("".join(lines)).to(torch.uint8)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2200)
+    parser.add_argument("--batch-size", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--block-size", type=int, default=lm.CONFIGS["teacher"].block_size, help="context in characters")
+    parser.add_argument("--addition-fraction", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--transfer-windows", type=int, default=1024)
+    parser.add_argument("--transfer-additions", type=int, default=4000)
+    parser.add_argument("--out", type=Path, default=config.WEIGHTS_DIR)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    train.set_seed(args.seed)
+    train_text, val_text = text.split_corpus(text.load_corpus())
+    text_ids, val_ids = text.encode(train_text), text.encode(val_text)
+    addition_ids = text.encode(text.addition_text(200_000, TRAIN_DIGITS, seed=args.seed))
+    model = lm.create("teacher", seed=args.seed, block_size=args.block_size)
+    block = model.cfg.block_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed)
+    start, running = time.perf_counter(), 0.0
+    model.train()
+    for step in range(args.steps):
+        x, y = text.mixed_windows(text_ids, addition_ids, args.batch_size, block, args.addition_fraction, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running += loss.item()
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
+            print(f"step {step + 1}/{args.steps}  loss {running / ((step % 100) + 1):.3f}  "
+                  f"{time.perf_counter() - start:.0f}s", flush=True)
+            running = 0.0
+    seconds = time.perf_counter() - start
+    model.eval()
+
+    bpc = lm.bits_per_char(model, val_ids)
+    exact = {}
+    for digits in (1, 2, 3, 4, 5):
+        problems = text.sample_additions(200, digits, "test", seed=1)
+        exact[str(digits)] = round(lm.addition_accuracy(model, problems), 4)
+    print(f"validation bits/char {bpc:.3f}; exact match by operand length {exact}", flush=True)
+    gen_start = time.perf_counter()
+    transfer = transfer_set(model, text_ids, args.transfer_windows, 8, 0.7, args.transfer_additions, args.seed + 1)
+    gen_seconds = time.perf_counter() - gen_start
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights, transfer_path = args.out / "lm_teacher.pt", args.out / "lm_teacher_transfer.pt"
+    torch.save(model.state_dict(), weights)
+    torch.save(transfer, transfer_path)
+    card = {
+        "model": "lm teacher",
+        "architecture": "character-level GPT (pre-norm, tied head), see course_utils/lm.py",
+        "config": lm.config_dict(model),
+        "parameters": lm.count_parameters(model),
+        "data": f"python-docstrings corpus (train part, sha256 {text.CORPUS_SHA256[:12]}...) mixed with addition "
+                f"problems of {TRAIN_DIGITS} digits, answers reversed, fraction {args.addition_fraction} of windows",
+        "val_bits_per_char": round(bpc, 4),
+        "addition_exact_match_by_digits": exact,
+        "train_digits": list(TRAIN_DIGITS),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "recipe": f"AdamW lr {args.lr} (warm-up {args.warmup}, cosine to 10%), betas (0.9, 0.99), weight decay 0.01, "
+                  "gradient clipping 1.0",
+        "training_seconds": round(seconds, 1),
+        "hardware": f"cpu: {_hardware_name(torch.device('cpu'))}, {torch.get_num_threads()} threads (shared machine)",
+        "torch": torch.__version__,
+        "weights_file": weights.name,
+        "sha256": data.sha256(weights),
+        "transfer_file": transfer_path.name,
+        "transfer_sha256": data.sha256(transfer_path),
+        "transfer": f"{args.transfer_windows} windows (8 real characters, then the teacher's sampling at temperature "
+                    f"0.7) and {args.transfer_additions} training additions answered greedily",
+        "transfer_seconds": round(gen_seconds, 1),
+    }
+    (args.out / lm.TEACHER_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card, indent=2))
+    return card
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Notebook 08: the docstring corpus, the addition probe, the per-position distillation loss, generation and export."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import course_utils as cu
+from course_utils import lm, text
+
+TINY = lm.GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)
+
+
+def tiny_model(seed: int = 0) -> lm.GPT:
+    torch.manual_seed(seed)
+    return lm.GPT(TINY).eval()
+
+
+# --- corpus ------------------------------------------------------------------------------------------------------
+
+def test_corpus_checksum_and_split():
+    corpus = text.load_corpus()
+    assert 1_000_000 <= len(corpus) <= 5_000_000
+    assert cu.data.sha256(text.corpus_path()) == text.CORPUS_SHA256
+    assert corpus.startswith("## ")
+    assert set(corpus) <= set(text.VOCAB)
+    train_text, val_text = text.split_corpus(corpus, val_fraction=0.1)
+    assert train_text + val_text == corpus
+    assert val_text.startswith("## ") and train_text.endswith("\n")
+    assert 0.08 < len(val_text) / len(corpus) < 0.12
+
+
+def test_corpus_tampered_or_missing(tmp_path):
+    copy = tmp_path / text.CORPUS_FILE
+    copy.write_bytes(text.corpus_path().read_bytes()[:-1] + b"!")
+    with pytest.raises(text.CorpusError, match="sha256"):
+        text.load_corpus(copy)
+    assert text.load_corpus(copy, verify=False).endswith("!")
+    with pytest.raises(text.CorpusError, match="not found"):
+        text.load_corpus(tmp_path / "missing.txt")
+
+
+def test_encode_decode_round_trip_and_errors():
+    sample = "## json.dumps\nSerialize ``obj`` to a JSON formatted ``str``.\n"
+    ids = text.encode(sample)
+    assert ids.dtype == torch.long and len(text.VOCAB) == 96
+    assert text.decode(ids) == sample
+    assert text.encode("\n A").tolist() == [0, 1, 34]  # newline, space (32 -> 1), 'A' (65 -> 34)
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        text.encode("caf\u00e9")
+    with pytest.raises(ValueError, match="token ids"):
+        text.decode([96])
+
+
+# --- the addition probe ------------------------------------------------------------------------------------------
+
+def test_format_and_read_answer():
+    assert text.format_addition(482, 319) == ("482+319=", "108")  # 801 written least significant digit first
+    assert text.format_addition(482, 319, reverse=False) == ("482+319=", "801")
+    assert text.format_addition(5, 5) == ("5+5=", "01")
+    assert text.read_answer("108\n999") == 801
+    assert text.read_answer("01") == 10
+    assert text.read_answer("801", reverse=False) == 801
+    assert text.read_answer("1a\n") is None and text.read_answer("\n") is None
+    with pytest.raises(ValueError, match="non-negative"):
+        text.format_addition(-1, 2)
+
+
+def test_addition_text_sums_are_correct_and_never_held_out():
+    lines = text.addition_text(2000, digits=(1, 2, 3), seed=3).splitlines()
+    assert len(lines) == 2000
+    for line in lines:
+        left, answer = line.split("=")
+        a, b = map(int, left.split("+"))
+        assert int(answer[::-1]) == a + b
+        assert max(len(str(a)), len(str(b))) <= 3
+        assert not text.is_held_out(a, b)
+    assert text.addition_text(50, seed=1) == text.addition_text(50, seed=1)
+
+
+def test_held_out_split():
+    assert text.is_held_out(482, 319) == (zlib.crc32(b"482+319") % 1000 < 100)
+    share = np.mean([text.is_held_out(a, b) for a in range(100, 200) for b in range(300, 400)])
+    assert 0.07 < share < 0.13
+    for digits in (1, 2, 3, 4):
+        test = text.sample_additions(100, digits, "test", seed=0)
+        train = text.sample_additions(100, digits, "train", seed=0)
+        assert all(text.is_held_out(a, b) for a, b in test)
+        assert not any(text.is_held_out(a, b) for a, b in train)
+        assert all(len(str(a)) == digits and len(str(b)) == digits for a, b in test + train)
+        assert len(set(test)) == len(test)
+    assert 0 < len(text.sample_additions(100, 1, "test")) < 100  # only ~10 one-digit problems are held out
+    with pytest.raises(ValueError, match="split"):
+        text.sample_additions(10, 2, "val")
+    with pytest.raises(ValueError, match="positive"):
+        text.sample_additions(10, 0, "test")
+
+
+def test_transfer_windows():
+    transfer = {"text_windows": torch.arange(90).reshape(10, 9), "additions": torch.arange(1000, 1100)}
+    x, y = lm.transfer_windows(transfer, 20, 8, 0.25, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (20, 8) and torch.equal(y[:, :-1], x[:, 1:])
+    assert (x >= 1000).all(dim=1).sum() == 5
+    with pytest.raises(ValueError, match="block_size"):
+        lm.transfer_windows(transfer, 20, 16, 0.25, torch.Generator())
+
+
+def test_windows():
+    ids = torch.arange(100)
+    x, y = text.random_windows(ids, 5, 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 8)
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
+    x, y = text.mixed_windows(ids, ids + 1000, 10, 8, 0.3, torch.Generator().manual_seed(0))
+    assert (x >= 1000).all(dim=1).sum() == 3
+    with pytest.raises(ValueError, match="longer than block_size"):
+        text.random_windows(ids[:8], 1, 8, torch.Generator())
+
+
+# --- the per-position distillation loss ---------------------------------------------------------------------------
+
+def test_per_position_kd_loss_hand_computed():
+    # position 0: teacher softmax = (1/4, 1/4, 1/2), student uniform -> KL = 0.5 ln(3/4) + 0.5 ln(3/2) = 0.5 ln(9/8)
+    # position 1: student equals teacher -> KL = 0. The loss averages over positions (and the batch).
+    teacher = torch.tensor([[[0.0, 0.0, math.log(2)], [0.0, 0.0, math.log(2)]]])  # (B=1, T=2, C=3)
+    student = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, math.log(2)]]])
+    kl0 = 0.5 * math.log(9 / 8)
+    assert cu.losses.kd_loss(student, teacher, None, temperature=1.0, alpha=1.0).item() == pytest.approx(kl0 / 2, rel=1e-5)
+    # T = 2 with both logits doubled gives the same distributions; the T^2 factor multiplies the KL by 4
+    assert cu.losses.kd_loss(2 * student, 2 * teacher, None, temperature=2.0, alpha=1.0).item() == pytest.approx(
+        4 * kl0 / 2, rel=1e-5)
+    # alpha = 0: cross-entropy per position, averaged: targets 2 and 0 -> (ln 3 + ln 4) / 2
+    targets = torch.tensor([[2, 0]])
+    assert cu.losses.kd_loss(student, teacher, targets, temperature=1.0, alpha=0.0).item() == pytest.approx(
+        (math.log(3) + math.log(4)) / 2, rel=1e-5)
+
+
+# --- the model, bits per character and generation -----------------------------------------------------------------
+
+def test_model_shapes_sizes_and_errors():
+    model = tiny_model()
+    assert model(torch.zeros(3, 16, dtype=torch.long)).shape == (3, 16, 96)
+    with pytest.raises(ValueError, match="longer than block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    teacher = lm.count_parameters(lm.create("teacher"))
+    assert 500_000 <= teacher <= 2_000_000
+    for name in ("student-s", "student-m", "student-l"):
+        assert 5 <= teacher / lm.count_parameters(lm.create(name)) <= 30
+    with pytest.raises(ValueError, match="unknown model"):
+        lm.create("student-xxl")
+    short = lm.create("student-s", seed=0, block_size=16)  # the students take the teacher's context
+    assert short.cfg.block_size == 16 and short.pos_emb.weight.shape == (16, 32)
+    assert lm.count_parameters(lm.create("student-s")) - lm.count_parameters(short) == (32 - 16) * 32
+    with pytest.raises(ValueError, match="block_size"):
+        lm.create("student-s", block_size=0)
+
+
+def test_causality():
+    model = tiny_model()
+    ids = torch.randint(0, 96, (1, 12), generator=torch.Generator().manual_seed(0))
+    changed = ids.clone()
+    changed[0, 8] = (ids[0, 8] + 1) % 96
+    with torch.no_grad():
+        assert torch.allclose(model(ids)[0, :8], model(changed)[0, :8], atol=1e-6)
+        assert not torch.allclose(model(ids)[0, 8:], model(changed)[0, 8:])
+
+
+def test_bits_per_char_of_a_uniform_model_is_log2_vocab():
+    model = tiny_model()
+    with torch.no_grad():
+        model.tok_emb.weight.zero_()  # the tied head then outputs zero logits: the uniform distribution
+    ids = torch.randint(0, 96, (200,), generator=torch.Generator().manual_seed(0))
+    assert lm.bits_per_char(model, ids) == pytest.approx(math.log2(96), rel=1e-6)
+    with pytest.raises(ValueError, match="more than block_size"):
+        lm.bits_per_char(model, ids[:10])
+
+
+def test_generation_is_deterministic_by_seed():
+    model = tiny_model()
+    prompt = text.encode("## os.path\n")[None, :].repeat(2, 1)
+    first = lm.generate(model, prompt, 30, temperature=1.0, seed=7)
+    assert first.shape == (2, 30)
+    assert torch.equal(first, lm.generate(model, prompt, 30, temperature=1.0, seed=7))
+    assert not torch.equal(first, lm.generate(model, prompt, 30, temperature=1.0, seed=8))
+    greedy = lm.generate(model, prompt, 30, temperature=0, seed=1)
+    assert torch.equal(greedy, lm.generate(model, prompt, 30, temperature=0, seed=2))
+    assert lm.complete(model, "def ", 20, temperature=0.8, seed=3) == lm.complete(model, "def ", 20, temperature=0.8, seed=3)
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate(model, prompt, 3, temperature=-1)
+    with pytest.raises(ValueError, match=r"\(B, T0\)"):
+        lm.generate(model, prompt[0], 3)
+
+
+def test_generate_stops_and_top_k():
+    model = tiny_model()
+    prompt = text.encode("1+2=")[None, :]
+    out = lm.generate(model, prompt, 10, temperature=1.0, top_k=1, seed=0)
+    assert torch.equal(out, lm.generate(model, prompt, 10, temperature=0))  # top-1 sampling is greedy
+    with torch.no_grad():
+        model.tok_emb.weight[0] *= 10.0  # newline's (tied) row becomes the longest, and the final layer norm
+        model.ln_f.weight.zero_()  # outputs that row at every position: newline (id 0) always wins
+        model.ln_f.bias.copy_(model.tok_emb.weight[0])
+    assert lm.generate(model, prompt, 10, temperature=0, stop_id=0).tolist() == [[0]]
+    assert lm.addition_answers(model, [(1, 2)]) == [None]
+    with pytest.raises(ValueError, match="empty"):
+        lm.addition_accuracy(model, [])
+
+
+# --- the shipped teacher's checksum -------------------------------------------------------------------------------
+
+def test_load_teacher_verifies_checksum(tmp_path):
+    model = tiny_model()
+    weights = tmp_path / "lm_teacher.pt"
+    torch.save(model.state_dict(), weights)
+    card = {"config": lm.config_dict(model), "weights_file": weights.name, "sha256": cu.data.sha256(weights)}
+    (tmp_path / lm.TEACHER_CARD).write_text(json.dumps(card))
+    loaded = lm.load_teacher(tmp_path)
+    ids = torch.randint(0, 96, (2, 16))
+    assert torch.equal(loaded(ids), model(ids)) and not loaded.training
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    with pytest.raises(cu.models.CheckpointError, match="does not match"):
+        lm.load_teacher(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train_lm_teacher"):
+        lm.teacher_card(tmp_path / "nowhere")
+
+
+def test_learning_rate_schedule():
+    from course_utils.train_lm_teacher import lr_at
+
+    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
+
+
+# --- export parity ------------------------------------------------------------------------------------------------
+
+def _export_quickly(model: lm.GPT, path) -> str:
+    """The TorchScript exporter: about 1 s instead of the ~15 s fixed cost of ``cu.export.export_onnx``'s dynamo path.
+
+    These tests check lm's ONNX helpers (``OnnxLM``, ``quantize_dynamic_int8``); the notebook, executed by CI,
+    exports a student with ``cu.export.export_onnx`` itself.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(2, 8, dtype=torch.long),), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch", 1: "sequence"}})
+    return str(path)
+
+
+def test_export_parity_fp32_and_int8(tmp_path):
+    model = tiny_model()
+    path = _export_quickly(model, tmp_path / "lm.onnx")
+    session = cu.export.load_session(path, threads=1)
+    for length in (3, 16):
+        ids = torch.randint(0, 96, (3, length), generator=torch.Generator().manual_seed(length))
+        with torch.no_grad():
+            expected = model(ids).numpy()
+        assert np.abs(cu.export.run_session(session, ids.numpy()) - expected).max() < 1e-4
+    prompt = text.encode("## re\n")[None, :]
+    onnx_model = lm.OnnxLM(session, TINY)
+    assert torch.equal(lm.generate(onnx_model, prompt, 12, temperature=0), lm.generate(model, prompt, 12, temperature=0))
+    long_ids = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(0))
+    assert lm.bits_per_char(onnx_model, long_ids) == pytest.approx(lm.bits_per_char(model, long_ids), rel=1e-5)
+    assert lm.latency_per_token(onnx_model, "## ", n_tokens=4, repeats=1) > 0
+    int8 = lm.quantize_dynamic_int8(path, tmp_path / "lm_int8.onnx")
+    assert cu.export.model_size(int8) < cu.export.model_size(path)
+    int8_logits = cu.export.run_session(cu.export.load_session(int8, threads=1), ids.numpy())
+    assert np.abs(int8_logits - expected).max() < 0.1 * np.abs(expected).max() + 0.05
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        lm.quantize_dynamic_int8(tmp_path / "missing.onnx", tmp_path / "x.onnx")
