@@ -46,7 +46,9 @@ def capture(model: nn.Module, paths: Sequence[str], detach: bool = False) -> Ite
 
     def make_hook(path: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            outputs[path] = output.detach() if detach else output
+            if detach:  # a module may return a tensor or a tuple/list of tensors
+                output = torch.utils._pytree.tree_map(lambda t: t.detach() if torch.is_tensor(t) else t, output)
+            outputs[path] = output
         return hook
 
     try:

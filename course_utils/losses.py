@@ -14,8 +14,8 @@ from torch import nn
 def _check_temperature(temperature: float) -> None:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
         raise TypeError(f"temperature must be a number, got {type(temperature).__name__}.")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}: T = 1 is the plain softmax, "
+    if not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be > 0 and finite, got {temperature}: T = 1 is the plain softmax, "
                          "larger T softens it (typical values 2 to 8).")
 
 
@@ -44,7 +44,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     (a transfer set without labels).
     """
     _check_temperature(temperature)
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (the weight of the soft term), got {alpha}.")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
@@ -60,6 +60,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     if targets is None:
         raise ValueError(f"targets are None but alpha = {alpha} < 1 gives the hard labels weight "
                          f"{1 - alpha:.2f}: pass the labels, or alpha = 1.0 for a transfer set without labels.")
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be integer class indices (torch.long), got dtype {targets.dtype}; "
+                        "soft (probability) targets belong in teacher_logits.")
     if targets.shape != student_logits.shape[:-1]:
         raise ValueError(f"targets must have shape {tuple(student_logits.shape[:-1])} (logits without the "
                          f"class axis), got {tuple(targets.shape)}.")
@@ -78,6 +81,8 @@ class HintAdapter(nn.Sequential):
     """
 
     def __init__(self, student_channels: int, teacher_channels: int, kernel_size: int = 1):
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (1, 3, 5 ...) to keep the resolution, got {kernel_size}.")
         super().__init__(nn.Conv2d(student_channels, teacher_channels, kernel_size, padding=kernel_size // 2, bias=False),
                          nn.BatchNorm2d(teacher_channels))
 

@@ -118,3 +118,20 @@ def test_last_forward_pass_wins(student):
         student(first)
         student(second)
     assert torch.equal(features["block3"], student.block3(student.block2(student.block1(second))))
+
+
+def test_detached_capture_of_a_module_returning_a_tuple():
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, x + 1
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Pair())
+    with cu.hooks.capture(model, ["1"], detach=True) as captured:
+        model(torch.ones(1, 2))
+    doubled, shifted = captured["1"]
+    assert not doubled.requires_grad and not shifted.requires_grad
+
+
+def test_even_adapter_kernel_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        cu.losses.HintAdapter(8, 16, kernel_size=2)

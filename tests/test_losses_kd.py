@@ -202,3 +202,14 @@ def test_checks_report_not_attempted_wrong_and_correct(capsys):
     assert cu.checks.check_high_temperature_limit("a").status == "wrong"
     assert cu.checks.check_high_temperature_limit(" B ").passed
     assert "logit" not in capsys.readouterr().out.lower()  # messages hint, they do not give the answer away
+
+
+def test_kd_loss_rejects_infinite_temperature_boolean_alpha_and_float_targets():
+    logits = torch.randn(3, 4)
+    labels = torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="> 0 and finite"):
+        cu.losses.kd_loss(logits, logits, labels, temperature=float("inf"), alpha=0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        cu.losses.kd_loss(logits, logits, labels, temperature=2.0, alpha=True)
+    with pytest.raises(TypeError, match="integer class indices"):
+        cu.losses.kd_loss(logits, logits, labels.float(), temperature=2.0, alpha=0.5)
