@@ -162,7 +162,7 @@ CLAIMS: list[tuple[str, Callable[[dict], str]]] = [
      + _fmt(_dig(s, "02_distillation_loss", "low_label", "kd_std"), " ± {:.2%}")),
     ("Low labels: gap to the teacher closed by KD",
      lambda s: _fmt(_dig(s, "02_distillation_loss", "low_label", "gap_closed"), "{:.0%}")),
-    ("Best feature or attention method (03-04)", _best_feature_method),
+    ("Best distillation method in 03-04 (scratch alongside)", _best_feature_method),
     ("INT8 student: size ratio, FP32 ONNX / INT8 ONNX",
      lambda s: _fmt(_dig(s, "06_edge_export", "int8_size_ratio"), "{:.2f}×")),
     ("INT8 student: accuracy lost (points)",
