@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,12 +321,21 @@ def _quant_type(name: str) -> Any:
 
 
 def _pre_process(fp32_path: Path, folder: Path) -> Path:
-    """``quant_pre_process``: symbolic shape inference and graph optimisation, as onnxruntime recommends."""
+    """``quant_pre_process``: symbolic shape inference and graph optimisation, as onnxruntime recommends.
+
+    Symbolic shape inference does not complete on some graphs (a transformer's dynamic sequence axis);
+    then the pre-processing runs again without it, keeping ONNX's own shape inference and the optimiser.
+    It runs inside ``folder`` so that its temporary files never land in the caller's working directory.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = folder / "prepared.onnx"
-    quant_pre_process(str(fp32_path), str(prepared))
-    return prepared
+    source, prepared = str(fp32_path.resolve()), str((folder / "prepared.onnx").resolve())  # before chdir
+    with contextlib.chdir(folder):
+        try:
+            quant_pre_process(source, prepared)
+        except Exception:  # onnxruntime raises a bare Exception for "Incomplete symbolic shape inference"
+            quant_pre_process(source, prepared, skip_symbolic_shape=True)
+    return Path(prepared)
 
 
 def _check_fp32(fp32_path: PathLike, int8_path: PathLike) -> tuple[Path, Path]:
@@ -380,9 +389,16 @@ class ArrayCalibrationReader:
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
+def _load_graph(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path)).graph
+
+
 def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs: ArrayLike, method: str = "minmax",
                     per_channel: bool = False, quant_format: str = "qdq", activation_type: str = "quint8",
-                    weight_type: str = "qint8", percentile: float = 99.999, batch_size: int = 64) -> Path:
+                    weight_type: str = "qint8", percentile: float = 99.999, batch_size: int = 64,
+                    nodes_to_exclude: Callable[[Any], list[str]] | None = None) -> Path:
     """Static INT8: activation ranges measured once on a calibration set, stored as scales and zero points.
 
     ``x_q = clamp(round(x / s) + z, q_min, q_max)``, ``x ~ s (x_q - z)``, with ``(s, z)`` from the range
@@ -391,6 +407,8 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
     minimising the KL divergence between the FP32 and quantized histograms, as in TensorRT: Migacz 2017).
     ``quant_format="qdq"`` writes QuantizeLinear/DequantizeLinear pairs around FP32 ops that onnxruntime fuses
     into integer kernels; ``"qoperator"`` writes QLinearConv etc. directly. ``quant_pre_process`` runs first.
+    ``nodes_to_exclude(graph)`` may name nodes of the pre-processed graph to keep in FP32 (e.g. a signal-processing
+    front end whose dynamic range 8 bits cannot hold).
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -417,10 +435,11 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # and the calibrators' progress prints
         prepared = _pre_process(fp32_path, Path(folder))
+        excluded = [] if nodes_to_exclude is None else nodes_to_exclude(_load_graph(prepared))
         ort_quantize_static(str(prepared), str(int8_path), reader, quant_format=formats[quant_format],
                             per_channel=per_channel, activation_type=_quant_type(activation_type),
                             weight_type=_quant_type(weight_type), calibrate_method=methods[method],
-                            extra_options=extra)
+                            extra_options=extra, nodes_to_exclude=excluded)
     return int8_path
 
 

@@ -273,29 +273,6 @@ def load_transfer_set(weights_dir: str | Path | None = None) -> dict[str, torch.
 
 # --- edge export helpers (ONNX) ---------------------------------------------------------------------------------------
 
-def quantize_dynamic_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
-    """Dynamic INT8 quantization of a transformer's ONNX file with onnxruntime (weights int8, activations per batch).
-
-    Jacob et al. (2018); onnxruntime recommends dynamic quantization for transformers. Called
-    directly, without ``quant_pre_process``, whose symbolic shape inference does not complete on
-    this graph's dynamic sequence axis.
-    """
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
-    if not fp32_path.is_file():
-        raise FileNotFoundError(f"{fp32_path} not found: export the model first with cu.export.export_onnx.")
-    logger, level = logging.getLogger(), logging.getLogger().level
-    logger.setLevel(logging.ERROR)  # silence the "consider pre-processing" advice
-    try:
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-    finally:
-        logger.setLevel(level)
-    return int8_path
-
-
 class OnnxLM(nn.Module):
     """An onnxruntime session that looks like a :class:`GPT` (``.cfg``, ``forward(idx) -> logits``), so that
     :func:`generate`, :func:`bits_per_char` and :func:`addition_accuracy` measure the exported file unchanged."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -203,47 +204,26 @@ def session_peak_ram_mb(onnx_path: str, input_shape: tuple[int, ...], threads: i
     return values
 
 
+def front_end_nodes(graph) -> list[str]:
+    """Names of the ONNX nodes of a :class:`CNN1d`'s spectral front end: every node up to the BatchNorm of ``norm``."""
+    excluded = []
+    for node in graph.node:  # topological order: the front end comes first, up to the BatchNorm of "norm"
+        excluded.append(node.name)
+        if node.op_type == "BatchNormalization" and any(name.startswith("norm.") for name in node.input):
+            return excluded
+    raise ValueError("the graph has no BatchNormalization reading 'norm.*': export a cu.models1d.CNN1d.")
+
+
 def quantize_after_front_end(fp32_path: str, int8_path: str, calibration_inputs: torch.Tensor,
-                             per_channel: bool = True) -> str:
+                             per_channel: bool = True) -> Path:
     """Static INT8 (QDQ, min-max calibration) of the learned layers only; the spectral front end stays FP32.
 
-    Same recipe as ``cu.export.quantize_static`` (``quant_pre_process``, then onnxruntime's ``quantize_static``)
-    but with every node up to the ``norm`` BatchNorm passed as ``nodes_to_exclude``: 8 bits over the squared
-    envelope's range (a severe fault is 1000 times louder than a healthy machine) would erase the quiet windows.
-    On a controller the front end is a float or fixed-point DSP routine (e.g. CMSIS-DSP), the CNN the INT8 part.
+    ``cu.export.quantize_static`` with the front end's nodes (:func:`front_end_nodes`) excluded: 8 bits over
+    the squared envelope's range (a severe fault is 1000 times louder than a healthy machine) would erase the
+    quiet windows. On a controller the front end is a float or fixed-point DSP routine (e.g. CMSIS-DSP), the
+    CNN the INT8 part.
     """
-    import tempfile
-    from pathlib import Path
+    from . import export
 
-    import numpy as np
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    calibration = np.asarray(calibration_inputs, dtype=np.float32)
-    if calibration.ndim != 3 or len(calibration) == 0:
-        raise ValueError(f"calibration_inputs must be a non-empty (N, 1, L) batch, got shape {calibration.shape}.")
-    with tempfile.TemporaryDirectory() as folder:
-        prepared = str(Path(folder) / "prepared.onnx")
-        quant_pre_process(str(fp32_path), prepared)
-        graph = onnx.load(prepared).graph
-        excluded = []
-        for node in graph.node:  # topological order: the front end comes first, up to the BatchNorm of "norm"
-            excluded.append(node.name)
-            if node.op_type == "BatchNormalization" and any(name.startswith("norm.") for name in node.input):
-                break
-        else:
-            raise ValueError(f"{fp32_path} has no BatchNormalization reading 'norm.*': export a cu.models1d.CNN1d.")
-        input_name = graph.input[0].name
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter([{input_name: calibration[i:i + 64]} for i in range(0, len(calibration), 64)])
-
-            def get_next(self):
-                return next(self.batches, None)
-
-        quantize_static(prepared, str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
-    return str(int8_path)
+    return export.quantize_static(fp32_path, int8_path, calibration_inputs, method="minmax", per_channel=per_channel,
+                                  nodes_to_exclude=front_end_nodes)

@@ -242,7 +242,7 @@ def test_learning_rate_schedule():
 def _export_quickly(model: lm.GPT, path) -> str:
     """The TorchScript exporter: about 1 s instead of the ~15 s fixed cost of ``cu.export.export_onnx``'s dynamo path.
 
-    These tests check lm's ONNX helpers (``OnnxLM``, ``quantize_dynamic_int8``); the notebook, executed by CI,
+    These tests check lm's ONNX helper ``OnnxLM`` and dynamic INT8 of a transformer; the notebook, executed by CI,
     exports a student with ``cu.export.export_onnx`` itself.
     """
     with warnings.catch_warnings():
@@ -267,9 +267,9 @@ def test_export_parity_fp32_and_int8(tmp_path):
     long_ids = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(0))
     assert lm.bits_per_char(onnx_model, long_ids) == pytest.approx(lm.bits_per_char(model, long_ids), rel=1e-5)
     assert lm.latency_per_token(onnx_model, "## ", n_tokens=4, repeats=1) > 0
-    int8 = lm.quantize_dynamic_int8(path, tmp_path / "lm_int8.onnx")
+    int8 = cu.export.quantize_dynamic(path, tmp_path / "lm_int8.onnx")
     assert cu.export.model_size(int8) < cu.export.model_size(path)
     int8_logits = cu.export.run_session(cu.export.load_session(int8, threads=1), ids.numpy())
     assert np.abs(int8_logits - expected).max() < 0.1 * np.abs(expected).max() + 0.05
-    with pytest.raises(FileNotFoundError, match="export the model first"):
-        lm.quantize_dynamic_int8(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+    with pytest.raises(cu.export.OnnxFileError, match="does not exist"):
+        cu.export.quantize_dynamic(tmp_path / "missing.onnx", tmp_path / "x.onnx")
