@@ -229,6 +229,15 @@ def test_load_teacher_verifies_checksum(tmp_path):
         lm.teacher_card(tmp_path / "nowhere")
 
 
+def test_shipped_lm_teacher_matches_its_card():
+    teacher, card = lm.load_teacher(), lm.teacher_card()
+    exact = card["addition_exact_match_by_digits"]
+    for digits in (2, 4):  # a trained length and an unseen one, re-measured as the card measured them
+        problems = text.sample_additions(200, digits, "test", seed=1)
+        assert lm.addition_accuracy(teacher, problems) == pytest.approx(exact[str(digits)], abs=0.02)
+    assert min(exact[d] for d in ("1", "2", "3")) >= 0.9  # the probe has a skill for the students to inherit
+
+
 def test_learning_rate_schedule():
     from course_utils.train_lm_teacher import lr_at
 
