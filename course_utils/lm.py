@@ -102,6 +102,7 @@ CONFIGS = {  # teacher and the students of notebook 08 (all with the teacher's c
     "student-s": GPTConfig(n_layer=2, n_head=2, n_embd=32),
     "student-m": GPTConfig(n_layer=2, n_head=4, n_embd=48),
     "student-l": GPTConfig(n_layer=2, n_head=4, n_embd=64),
+    "student-xl": GPTConfig(n_layer=3, n_head=4, n_embd=64),  # one layer more: the ladder's step in depth
 }
 
 

@@ -149,7 +149,7 @@ def test_model_shapes_sizes_and_errors():
         model(torch.zeros(1, 17, dtype=torch.long))
     teacher = lm.count_parameters(lm.create("teacher"))
     assert 500_000 <= teacher <= 2_000_000
-    for name in ("student-s", "student-m", "student-l"):
+    for name in ("student-s", "student-m", "student-l", "student-xl"):
         assert 5 <= teacher / lm.count_parameters(lm.create(name)) <= 30
     with pytest.raises(ValueError, match="unknown model"):
         lm.create("student-xxl")
