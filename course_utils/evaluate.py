@@ -9,7 +9,7 @@ from . import config
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """``model(images)`` in eval mode, batch by batch, returned on the CPU as ``(N, classes)``."""
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, C, H, W) (or 1-D signals (N, C, L)), got shape {tuple(images.shape)}.")
@@ -26,7 +26,7 @@ def _check_pair(predictions: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape.")
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of ``images`` whose arg-max prediction equals ``labels``."""
     predictions = predict_logits(model, images, batch_size).argmax(1)
     _check_pair(predictions, labels.cpu())

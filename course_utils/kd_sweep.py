@@ -1,9 +1,10 @@
 """Precompute notebook 02's distillation sweeps (temperature x alpha, student capacity, low labels, peer recipe).
 
-    python -m course_utils.kd_sweep                  # writes results/kd_sweep.json (about 15 min on an idle 2-core CPU)
-    python -m course_utils.kd_sweep --seeds 1 --epochs 1 --out /tmp/sweep.json   # a smoke run
-    python -m course_utils.kd_sweep --sections grid --out a.json   # parts in parallel (use --capacity-recipe T ALPHA
-    python -m course_utils.kd_sweep --merge a.json b.json c.json   # for the capacity part), then merged
+    python -m course_utils.kd_sweep                  # writes results/kd_sweep.json (about an hour on one CPU core)
+    python -m course_utils.kd_sweep --seeds 1 --epochs 1 --low-steps 20 --low-seeds 1 --out /tmp/sweep.json   # a smoke run
+    python -m course_utils.kd_sweep --sections grid capacity --out a.json   # parts in parallel, one per core:
+    python -m course_utils.kd_sweep --sections low --low-seeds 1 --low-first-seed 101 --out b.json   # (and 100, 102)
+    python -m course_utils.kd_sweep --merge a.json b.json c.json d.json   # then merged (low-label seeds are pooled)
 
 Every run trains a student from scratch on cached teacher logits (no augmentation, so the
 cache is exact) and reports its test accuracy. The JSON records the seeds, epochs, subset
@@ -114,7 +115,7 @@ def load_sweep(path: str | Path | None = None) -> dict:
     path = Path(path or SWEEP_FILE)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `{COMMAND}` from the repository root to make it "
-                                "(about 15 minutes on an idle 2-core CPU).")
+                                "(about an hour on one CPU core; see its docstring for running the parts in parallel).")
     return json.loads(path.read_text())
 
 
@@ -137,11 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9, 1.0])
     parser.add_argument("--capacity", nargs="+", default=list(models.STUDENTS))
-    parser.add_argument("--low-student", default="student-m")
+    parser.add_argument("--low-student", default="student-xl")
     parser.add_argument("--low-labels", type=int, default=2000)
-    parser.add_argument("--low-transfer", type=int, nargs="+", default=[10_000, 58_000],
+    parser.add_argument("--low-transfer", type=int, nargs="+", default=[58_000],
                         help="transfer-set sizes (unlabelled images) for the low-label runs")
-    parser.add_argument("--low-steps", type=int, default=800, help="optimizer steps of every low-label run")
+    parser.add_argument("--low-steps", type=int, default=4800, help="optimizer steps of every low-label run")
     parser.add_argument("--low-temperature", type=float, default=4.0)
     parser.add_argument("--low-seeds", type=int, default=3)
     parser.add_argument("--low-first-seed", type=int, default=100)
@@ -223,8 +224,7 @@ def merge(parts: Sequence[Path], out: Path) -> dict:
 
 def _pool_low_label(first: dict, second: dict, teacher_accuracy: float) -> dict:
     pooled = {**first, "seeds": first["seeds"] + second["seeds"]}
-    for key in ("scratch", "kd_labels_only"):
-        pooled[key] = summary(first[key]["values"] + second[key]["values"])
+    pooled["scratch"] = summary(first["scratch"]["values"] + second["scratch"]["values"])
     rows = []
     for row in first["kd_transfer"]:
         other = next(r for r in second["kd_transfer"] if r["transfer_images"] == row["transfer_images"])
@@ -282,8 +282,6 @@ def _low_label(args: argparse.Namespace, full_train: data.ImageSet, train_logits
 
     low["scratch"] = low_run(None, distil=False)
     log(f"low-label scratch: {low['scratch']['mean']:.4f}")
-    low["kd_labels_only"] = low_run(None, distil=True)
-    log(f"low-label kd on labels only: {low['kd_labels_only']['mean']:.4f}")
     low["kd_transfer"] = []
     for size in args.low_transfer:
         order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(0))  # nested: 10k is inside 58k

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -179,6 +180,31 @@ def test_gap_closed():
     assert cu.kd_sweep.gap_closed(0.78, 0.80, 0.90) == pytest.approx(-0.2)  # worse than scratch: negative, not clipped
     with pytest.raises(ValueError, match="must beat"):
         cu.kd_sweep.gap_closed(0.9, 0.9, 0.9)
+
+
+def test_sweep_merge_pools_low_label_seeds(tmp_path):
+    card = {"sha256": "abc"}
+
+    def part(seed: int, scratch: float, kd: float) -> dict:
+        low = {"student": "student-xl", "seeds": [seed], "scratch": cu.kd_sweep.summary([scratch]),
+               "kd_transfer": [{"transfer_images": 58000, **cu.kd_sweep.summary([kd])}]}
+        return {"command": f"part {seed}", "wall_seconds": 10.0 * seed, "teacher_card": card, "teacher_accuracy": 0.9,
+                "low_label": low}
+
+    paths = []
+    for seed, scratch, kd in ((100, 0.80, 0.86), (101, 0.82, 0.88)):
+        paths.append(tmp_path / f"{seed}.json")
+        paths[-1].write_text(json.dumps(part(seed, scratch, kd)))
+    merged = cu.kd_sweep.merge(paths, tmp_path / "merged.json")
+    low = merged["low_label"]
+    assert low["seeds"] == [100, 101] and low["scratch"]["mean"] == pytest.approx(0.81)
+    row = low["kd_transfer"][0]
+    assert row["values"] == [0.86, 0.88] and row["gap_closed"] == pytest.approx((0.87 - 0.81) / (0.9 - 0.81))
+    assert merged["wall_seconds"] == 1010.0  # the parts ran side by side: the longest one
+    other = part(102, 0.8, 0.8) | {"teacher_card": {"sha256": "other"}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="different teachers"):
+        cu.kd_sweep.merge([paths[0], tmp_path / "other.json"], tmp_path / "bad.json")
 
 
 # --- the notebooks' self-checks ------------------------------------------------------------------
