@@ -282,7 +282,7 @@ class ScheduledBatches:
 
 @torch.no_grad()
 def cache_attention_maps(teacher: nn.Module, images: torch.Tensor, paths: Sequence[str], p: float = 2.0,
-                         batch_size: int = 500) -> list[torch.Tensor]:
+                         batch_size: int = 250) -> list[torch.Tensor]:
     """The teacher's attention maps ``Q = vec(mean_c |A_c|^p) / ||.||_2`` at ``paths``, one ``(N, H*W)`` each.
 
     Computed once, so attention transfer (Zagoruyko and Komodakis 2017) then costs no teacher

@@ -64,6 +64,19 @@ def test_shipped_teacher_matches_its_card(test_split):
     assert torch.allclose(cached[:200], live, atol=1e-4)
 
 
+def test_second_teacher_makes_a_better_ensemble(test_split):
+    folder = cu.config.WEIGHTS_DIR / "fashion_teacher_seed1"  # notebook 05's second teacher
+    card = cu.models.teacher_card(folder)
+    assert card["seed"] == 1 and card["epochs"] == cu.models.teacher_card()["epochs"]
+    first, second = cu.models.load_teacher_logits("test"), cu.models.load_teacher_logits("test", weights_dir=folder)
+
+    def accuracy(logits: torch.Tensor) -> float:
+        return (logits.argmax(1) == test_split.labels).float().mean().item()
+
+    assert accuracy(second) == pytest.approx(card["test_accuracy"], abs=1e-4)
+    assert accuracy((first + second) / 2) > accuracy(first)  # the ensemble is the better teacher v2
+
+
 @pytest.fixture
 def weights_copy(tmp_path):
     folder = tmp_path / "weights"
