@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, data, evaluate, losses, models, train
+from . import config, data, evaluate, losses, models, report, train
 
 SWEEP_FILE = config.REPO_DIR / "results" / "kd_sweep.json"
 COMMAND = "python -m course_utils.kd_sweep"
@@ -112,21 +111,13 @@ def summary(values: Sequence[float]) -> dict[str, object]:
 
 def load_sweep(path: str | Path | None = None) -> dict:
     """The precomputed sweep (``results/kd_sweep.json``); a clear error says how to make it."""
-    path = Path(path or SWEEP_FILE)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `{COMMAND}` from the repository root to make it "
-                                "(about an hour on one CPU core; see its docstring for running the parts in parallel).")
-    return json.loads(path.read_text())
+    return report.load_precomputed(path or SWEEP_FILE, COMMAND,
+                                   "about an hour on one CPU core; see its docstring for running the parts in parallel")
 
 
-def _machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {torch.get_num_threads()} threads"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+def machine() -> str:
+    """The CPU and the torch threads a sweep ran on, for its JSON."""
+    return f"{report.cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -171,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"student": args.student, "train_subset": args.train_subset, "subset_seed": 0,
                      "epochs": args.epochs, "seeds": seeds, "batch_size": 128, "lr": 3e-3, "schedule": "cosine",
                      "test_images": len(test_set)},
-        "machine": _machine(), "torch": torch.__version__,
+        "machine": machine(), "torch": torch.__version__,
     }
 
     def log(message: str) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, data, lm, losses, text, train
-from .kd_sweep import _machine
+from . import config, data, lm, losses, report, text, train
+from .kd_sweep import machine
 
 LADDER_FILE = config.REPO_DIR / "results" / "lm_ladder.json"
 COMMAND = "python -m course_utils.lm_sweep"
@@ -33,11 +33,7 @@ TEST_DIGITS = (1, 2, 3, 4)
 
 def load_ladder(path: str | Path | None = None) -> dict:
     """The precomputed ladder (``results/lm_ladder.json``); a clear error says how to make it."""
-    path = Path(path or LADDER_FILE)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `{COMMAND}` from the repository root to make it "
-                                "(about 10 minutes on one CPU core).")
-    return json.loads(path.read_text())
+    return report.load_precomputed(path or LADDER_FILE, COMMAND, "about 10 minutes on one CPU core")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[{time.perf_counter() - start:6.0f}s] {name} {method}: {row['bits_per_char']:.3f} bits/char, "
                   f"exact {row['exact_match']}", flush=True)
 
-    result = {"command": COMMAND + (" " + " ".join(argv) if argv else ""), "machine": _machine(), "torch": torch.__version__,
+    result = {"command": COMMAND + (" " + " ".join(argv) if argv else ""), "machine": machine(), "torch": torch.__version__,
               "teacher_sha256": card["sha256"],
               "settings": {"steps": args.steps, "batch_size": args.batch_size, "epochs": args.epochs, "pool_windows": pool,
                            "temperature": args.temperature, "alpha": args.alpha, "seed": args.seed,

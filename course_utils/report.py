@@ -10,10 +10,30 @@ Each call merges the values into ``results/runs/<mode>/<section>.json`` (mode is
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
 from . import config
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the OS reports it (``/proc/cpuinfo``), else Python's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_precomputed(path: str | Path, command: str, duration: str) -> dict[str, Any]:
+    """A results file a script precomputed (e.g. ``results/kd_sweep.json``); a clear error says how to make it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `{command}` from the repository root to make it ({duration}).")
+    return json.loads(path.read_text())
 
 
 def runs_dir(mode: str | None = None) -> Path:

@@ -76,18 +76,10 @@ def execute(path: Path, mode: str, timeout: int = 1800) -> dict[str, float]:
 
 def machine() -> dict[str, object]:
     """The CPU and software the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "date": datetime.date.today().isoformat()}
+    return {"cpu": report.cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "date": datetime.date.today().isoformat()}
 
 
 TOPICS = {  # notebook -> what it teaches (the syllabus column of the README)
