@@ -16,6 +16,7 @@ from . import (
     models,
     models1d,
     plotting,
+    recipes,
     report,
     schedule,
     text,
@@ -25,5 +26,5 @@ from . import (
 )
 
 __all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "report", "schedule", "text", "train", "vibration", "widgets"]
+           "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
 __version__ = "0.1.0"

@@ -1,6 +1,11 @@
-"""Evaluation: logits in batches, accuracy, per-class accuracy and the confusion matrix."""
+"""Evaluation: logits in batches, accuracy, per-class accuracy, the confusion matrix, and summaries over seeds."""
 
 from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -44,3 +49,58 @@ def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_clas
     """Accuracy of each true class: the confusion matrix's diagonal over its row sums."""
     matrix = confusion_matrix(predictions, labels, num_classes).double()
     return matrix.diag() / matrix.sum(1).clamp(min=1)
+
+
+def seed_summary(values: Sequence[float]) -> dict[str, object]:
+    """Mean, sample standard deviation (0 for one value) and the per-seed values themselves."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("seed_summary needs at least one value (one per seed), got none.")
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def gap_closed(student_accuracy: float, scratch_accuracy: float, teacher_accuracy: float) -> float:
+    """Fraction of the teacher-student gap a method closes: ``(acc - scratch) / (teacher - scratch)``.
+
+    0 means no better than the scratch student, 1 means as good as the teacher; negative means worse
+    than scratch (never clipped).
+    """
+    if teacher_accuracy <= scratch_accuracy:
+        raise ValueError(f"the teacher ({teacher_accuracy:.4f}) must beat the scratch student "
+                         f"({scratch_accuracy:.4f}) for a gap to exist.")
+    return (student_accuracy - scratch_accuracy) / (teacher_accuracy - scratch_accuracy)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A method against its baseline over seeds: the difference of means and its standard error.
+
+    ``standard_error = sqrt(s_b^2 / n_b + s_m^2 / n_m)`` (Welch). The method ``won`` when the
+    difference, in the better direction, exceeds twice that standard error; ``lost`` when it is
+    below minus twice; otherwise the seeds cannot tell the two apart.
+    """
+
+    baseline_mean: float
+    method_mean: float
+    difference: float  # method - baseline, in the metric's units (signed so that > 0 is better)
+    standard_error: float
+    won: bool
+    lost: bool
+
+    @property
+    def verdict(self) -> str:
+        return "win" if self.won else "loss" if self.lost else "within noise"
+
+
+def compare(baseline: Sequence[float], method: Sequence[float], higher_is_better: bool = True) -> Comparison:
+    """Compare per-seed values of a method with its baseline (at least 2 values each)."""
+    baseline, method = [float(v) for v in baseline], [float(v) for v in method]
+    if len(baseline) < 2 or len(method) < 2:
+        raise ValueError(f"compare needs at least 2 seeds on each side to estimate the noise, got "
+                         f"{len(baseline)} baseline and {len(method)} method values.")
+    sign = 1.0 if higher_is_better else -1.0
+    difference = sign * (statistics.fmean(method) - statistics.fmean(baseline))
+    se = math.sqrt(statistics.variance(baseline) / len(baseline) + statistics.variance(method) / len(method))
+    return Comparison(statistics.fmean(baseline), statistics.fmean(method), difference, se,
+                      won=difference > 2 * se, lost=difference < -2 * se)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -395,9 +396,14 @@ def plot_gradient_scaling(temperatures: Sequence[float], plain_norms: Sequence[f
     return fig
 
 
-def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None, title: str = "") -> plt.Figure:
+def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None,
+                  floor: tuple[str, float] | None = None, title: str = "") -> plt.Figure:
     """Scratch against distilled accuracy by student size; ``rows`` hold ``parameters`` and ``scratch`` / ``kd``
-    summaries (``mean``, ``std``), as in ``results/kd_sweep.json``."""
+    summaries (``mean``, ``std``, ``values``), as in ``results/kd_sweep.json``.
+
+    ``floor = (label, accuracy)`` draws the simplest sensible model (logistic regression) as a line:
+    a student below it is not worth distilling into.
+    """
     fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(10, 3.6))
     params = [row["parameters"] for row in rows]
     for key, label, marker in (("scratch", "scratch", "o"), ("kd", "distilled", "s")):
@@ -405,21 +411,55 @@ def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None
                     marker=marker, capsize=3, label=label)
     if teacher_accuracy is not None:
         ax.axhline(teacher_accuracy, color="black", ls="--", lw=1, label="teacher")
+    if floor is not None:
+        ax.axhline(floor[1], color="tab:red", ls=":", lw=1.5, label=f"floor: {floor[0]}")
     for row in rows:
         ax.annotate(row.get("student", ""), (row["parameters"], row["scratch"]["mean"]), fontsize=7,
                     textcoords="offset points", xytext=(0, -12), ha="center")
     gains = [row["kd"]["mean"] - row["scratch"]["mean"] for row in rows]
-    ax_gain.bar(range(len(rows)), [100 * g for g in gains], color=["tab:green" if g > 0 else "tab:red" for g in gains])
+    errors = [math.sqrt(row["kd"]["std"] ** 2 / max(len(row["kd"].get("values", [0])), 1)
+                        + row["scratch"]["std"] ** 2 / max(len(row["scratch"].get("values", [0])), 1)) for row in rows]
+    ax_gain.bar(range(len(rows)), [100 * g for g in gains], yerr=[200 * e for e in errors], capsize=3,
+                color=["tab:green" if g > 0 else "tab:red" for g in gains])
     ax_gain.set_xticks(range(len(rows)), [f"{row.get('student', '')}\n{row['parameters'] / 1000:.1f}k" for row in rows],
                        fontsize=8)
     ax_gain.axhline(0, color="black", lw=0.8)
-    ax_gain.set_ylabel("distilled - scratch (points)")
+    ax_gain.set_ylabel("distilled - scratch (points, ±2 SE)")
     for axis in (ax, ax_gain):
         axis.grid(alpha=0.3)
     ax.set_xscale("log")
     ax.set_xlabel("student parameters (log scale)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_omitted_class(row: Mapping, title: str = "") -> plt.Figure:
+    """Hinton's omitted-class experiment for one class: accuracy on that class (left) and overall (right).
+
+    ``row`` holds ``soft`` and ``hard`` runs, each with per-seed lists ``class_accuracy_before`` /
+    ``_after`` and ``overall_accuracy_before`` / ``_after`` (as ``cu.recipes.omitted_class`` returns them,
+    gathered over seeds). Dots are seeds, bars their mean.
+    """
+    bars = {"hard labels": row["hard"], "soft targets": row["soft"]}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric, label in ((axes[0], "class_accuracy", f"test accuracy on {row.get('class_name', 'the class')}"),
+                              (axes[1], "overall_accuracy", "overall test accuracy")):
+        names, values = [], []
+        for name, runs in bars.items():
+            for tag in ("before", "after"):
+                names.append(f"{name}\n{'+ bias shift' if tag == 'after' else 'as trained'}")
+                values.append(list(runs[f"{metric}_{tag}"]))
+        colours = ["tab:gray", "tab:gray", "tab:blue", "tab:green"]
+        ax.bar(range(len(values)), [sum(v) / len(v) for v in values], color=colours, alpha=0.7)
+        for i, seeds in enumerate(values):
+            ax.scatter([i] * len(seeds), seeds, color="black", s=12, zorder=3)
+        ax.set_xticks(range(len(values)), names, fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

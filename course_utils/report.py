@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,33 @@ def record(section: str, values: dict[str, Any]) -> Path:
     merged.update(_plain(values))
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def record_experiment(section: str, name: str, *, metric: str, baseline: tuple[str, Sequence[float]],
+                      method: tuple[str, Sequence[float]], higher_is_better: bool = True,
+                      source: str = "live") -> dict[str, Any]:
+    """Record one headline comparison with its per-seed values under the section's ``experiments`` list.
+
+        cu.report.record_experiment("02_distillation_loss", "few labels: KD vs scratch", metric="test accuracy",
+                                    baseline=("scratch", [0.843, 0.846, 0.841]), method=("KD", [0.866, 0.865, 0.868]))
+
+    ``make results`` gathers every section's list into ``results/summary.json``'s ``experiments``:
+    one entry per comparison, with ``notebook``, ``name``, ``metric``, ``higher_is_better``, ``baseline``
+    and ``method`` (each ``{"label": ..., "values": [one number per seed]}``) and ``source`` (``"live"``,
+    or the command that precomputed it), so anyone can recompute a mean, a spread or a test.
+    A second call with the same ``name`` replaces the first.
+    """
+    for side, (label, values) in (("baseline", baseline), ("method", method)):
+        if not label or not len(values):
+            raise ValueError(f"the {side} needs a label and at least one value (one per seed), got {label!r} with "
+                             f"{len(values)} values.")
+    entry = {"notebook": section, "name": name, "metric": metric, "higher_is_better": bool(higher_is_better),
+             "baseline": {"label": baseline[0], "values": [float(v) for v in _plain(list(baseline[1]))]},
+             "method": {"label": method[0], "values": [float(v) for v in _plain(list(method[1]))]},
+             "source": source}
+    experiments = [e for e in load(section).get("experiments", []) if e.get("name") != name] + [entry]
+    record(section, {"experiments": experiments})
+    return entry
 
 
 def load(section: str, mode: str | None = None) -> dict[str, Any]:

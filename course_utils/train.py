@@ -131,3 +131,10 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, loss_fn: LossF
     bar.close()
     model.eval()
     return history
+
+
+def over_seeds(run: Callable[[int], float], seeds: Sequence[int], desc: str = "seeds") -> list[float]:
+    """``[run(seed) for seed in seeds]`` with a progress bar: one training run per seed, its result kept per seed."""
+    if not len(seeds):
+        raise ValueError("over_seeds needs at least one seed, e.g. cu.config.seeds().")
+    return [run(seed) for seed in tqdm(list(seeds), desc=desc, leave=False)]
