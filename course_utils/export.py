@@ -314,7 +314,7 @@ def model_size(path: PathLike) -> int:
 def _quant_type(name: str) -> Any:
     from onnxruntime.quantization import QuantType
 
-    types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
+    types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8, "qint4": QuantType.QInt4}  # qint4: weights only
     if name not in types:
         raise ValueError(f"type must be one of {sorted(types)}, got {name!r}.")
     return types[name]
@@ -409,6 +409,8 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
     into integer kernels; ``"qoperator"`` writes QLinearConv etc. directly. ``quant_pre_process`` runs first.
     ``nodes_to_exclude(graph)`` may name nodes of the pre-processed graph to keep in FP32 (e.g. a signal-processing
     front end whose dynamic range 8 bits cannot hold).
+    ``weight_type="qint4"`` stores 4-bit weights on a symmetric ``[-7, 7]`` grid (:func:`int4_weight_overrides`);
+    export the FP32 file with ``opset=21`` so that the 4-bit QuantizeLinear is a standard ONNX operator.
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -436,6 +438,8 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
         warnings.simplefilter("ignore")  # and the calibrators' progress prints
         prepared = _pre_process(fp32_path, Path(folder))
         excluded = [] if nodes_to_exclude is None else nodes_to_exclude(_load_graph(prepared))
+        if weight_type == "qint4":  # onnxruntime's own 4-bit grid maps +max|w| to 7.5 and clips it: use [-7, 7]
+            extra = {**extra, "TensorQuantOverrides": int4_weight_overrides(_load_graph(prepared), per_channel)}
         ort_quantize_static(str(prepared), str(int8_path), reader, quant_format=formats[quant_format],
                             per_channel=per_channel, activation_type=_quant_type(activation_type),
                             weight_type=_quant_type(weight_type), calibrate_method=methods[method],
@@ -649,24 +653,33 @@ def affine_parameters(low: torch.Tensor, high: torch.Tensor, q_min: int = 0, q_m
     return scale, q_min - torch.round(low / scale)
 
 
+WEIGHT_RANGES = {8: (-127, 127), 4: (-7, 7)}  # bits -> symmetric weight integers (QInt8; QInt4 as int4_weight_overrides)
+
+
 class WeightFakeQuant(nn.Module):
     """A parametrization: symmetric INT8 weights, ``s = max|w| / 127`` per output channel (or per tensor), ``z = 0``.
 
-    This is the grid onnxruntime's ``QInt8`` weights use, so the trained weights land on it exactly.
+    ``bits=4``: ``s = max|w| / 7``, integers in ``[-7, 7]``, the grid :func:`quantize_static` gives ``QInt4``
+    weights (:func:`int4_weight_overrides`). These are the grids the files use, so the trained weights land on them.
     Per-channel scales also survive folding batch norm into the convolution (each output channel is
     multiplied by one constant, which scales its grid with it).
     """
 
-    def __init__(self, per_channel: bool = True):
+    def __init__(self, per_channel: bool = True, bits: int = 8):
         super().__init__()
+        if bits not in WEIGHT_RANGES:
+            raise ValueError(f"bits must be one of {sorted(WEIGHT_RANGES)} (the weight types onnxruntime stores), "
+                             f"got {bits!r}.")
         self.per_channel = per_channel
+        self.bits = bits
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
             max_abs = weight.detach().abs().amax(dim=tuple(range(1, weight.ndim)), keepdim=True)  # (C_out, 1, ...)
         else:
             max_abs = weight.detach().abs().max()
-        return fake_quantize(weight, (max_abs / 127).clamp(min=1e-12), 0.0, -127, 127)
+        q_min, q_max = WEIGHT_RANGES[self.bits]
+        return fake_quantize(weight, (max_abs / ((q_max - q_min) / 2)).clamp(min=1e-12), 0.0, q_min, q_max)
 
 
 class ActivationFakeQuant(nn.Module):
@@ -695,7 +708,7 @@ class ActivationFakeQuant(nn.Module):
 
 
 @contextlib.contextmanager
-def fake_quantization(model: nn.Module, per_channel: bool = True, momentum: float = 0.01):
+def fake_quantization(model: nn.Module, per_channel: bool = True, momentum: float = 0.01, weight_bits: int = 8):
     """Quantization-aware training: inside the block every Conv/Linear weight is fake-quantized (INT8, via
     ``torch.nn.utils.parametrize``) and every Conv/Linear input is fake-quantized (UINT8, via forward pre-hooks).
 
@@ -706,6 +719,8 @@ def fake_quantization(model: nn.Module, per_channel: bool = True, momentum: floa
     Activation ranges update only while the model is in training mode. On exit the activation
     quantizers are dropped (onnxruntime's calibration measures the ranges again) and the weights are
     left fake-quantized, so ``quantize_static(..., per_channel=True)`` reproduces them exactly.
+    ``weight_bits=4`` trains for ``quantize_static(..., weight_type="qint4")``; with ``per_channel=False`` fold
+    batch norm first (:func:`fold_batch_norm`), since folding rescales each channel and breaks a per-tensor grid.
     Jacob et al. (2018); Krishnamoorthi (2018), "Quantizing deep convolutional networks for efficient inference".
     """
     from torch.nn.utils import parametrize
@@ -718,7 +733,7 @@ def fake_quantization(model: nn.Module, per_channel: bool = True, momentum: floa
     device = next(model.parameters()).device
     handles = []
     for layer in layers:
-        parametrize.register_parametrization(layer, "weight", WeightFakeQuant(per_channel))
+        parametrize.register_parametrization(layer, "weight", WeightFakeQuant(per_channel, weight_bits))
         observer = ActivationFakeQuant(momentum).to(device)
         handles.append(layer.register_forward_pre_hook(
             lambda module, args, observer=observer: (observer(args[0], update=module.training), *args[1:])))
@@ -729,3 +744,233 @@ def fake_quantization(model: nn.Module, per_channel: bool = True, momentum: floa
             handle.remove()
         for layer in layers:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
+
+# --- batch-norm folding, pruning and the latency decomposition -------------------------------------------------------
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode where each Conv followed by a BatchNorm (inside an ``nn.Sequential``) is one Conv:
+
+        w' = w * gamma / sqrt(var + eps),    b' = (b - mean) * gamma / sqrt(var + eps) + beta    (per output channel)
+
+    and the BatchNorm is ``nn.Identity``. The ONNX exporter and onnxruntime fold the same way, so after this the
+    weights PyTorch trains are the weights the file stores: what per-tensor quantization-aware training needs
+    (folding multiplies each output channel by its own factor, which keeps a per-channel grid but breaks a
+    per-tensor one). Jacob et al. (2018), section 3.2. Raises ``ValueError`` if a BatchNorm is left unfolded
+    (one not right after a Conv in the same ``nn.Sequential``): the copy would then not hold the file's weights.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for container in folded.modules():
+        if not isinstance(container, nn.Sequential):
+            continue
+        names = list(container._modules)
+        for conv_name, norm_name in zip(names, names[1:]):
+            conv, norm = container._modules[conv_name], container._modules[norm_name]
+            if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                container._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
+                container._modules[norm_name] = nn.Identity()
+    left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise ValueError(f"fold_batch_norm folds a BatchNorm only right after a Conv in an nn.Sequential; {left} "
+                         "were left. Fold them by hand with torch.nn.utils.fusion.fuse_conv_bn_eval.")
+    return folded
+
+
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Conv1d, Conv2d or Linear layer.")
+    return layers
+
+
+@contextlib.contextmanager
+def magnitude_pruning(model: nn.Module, sparsity: float):
+    """Unstructured magnitude pruning with ``torch.nn.utils.prune``: inside the block, the fraction ``sparsity`` of
+    each Conv/Linear layer's weights with the smallest ``|w|`` is zero, through a fixed 0/1 mask:
+
+        w = w_orig * m,   m_i = 0 for the k = round(sparsity * n) smallest |w_orig,i| of the layer, else 1
+
+    Training inside the block (a KD fine-tune: pruning during distillation) updates ``w_orig`` but the masked
+    weights stay exactly zero. On exit the masks are made permanent (``prune.remove``): plain weights with zeros.
+
+        with cu.export.magnitude_pruning(student, sparsity=0.8):
+            cu.train.fit(student, loader, loss_fn=kd_step, epochs=1)
+
+    Every layer is pruned to the same sparsity (Han et al. 2015, "Learning both Weights and Connections for
+    Efficient Neural Networks"). The zeros are still stored: a dense ONNX file keeps its size (see :func:`gzip_size`).
+    """
+    from torch.nn.utils import prune
+
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1) (the fraction of each layer's weights set to zero), got {sparsity!r}.")
+    layers = _weight_layers(model)
+    if any(prune.is_pruned(layer) for layer in layers):
+        raise ValueError("the model is already pruned: nested magnitude_pruning blocks are not supported.")
+    for layer in layers:
+        prune.l1_unstructured(layer, "weight", amount=float(sparsity))
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            prune.remove(layer, "weight")
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """Fraction of the Conv/Linear weights (not biases, not batch norm) that are exactly zero."""
+    weights = [layer.weight.detach() for layer in _weight_layers(model)]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def gzip_size(path: PathLike, level: int = 9) -> int:
+    """Bytes of the file at ``path`` after gzip compression: what a download or compressed flash image would hold.
+
+    A dense ONNX file stores a pruned weight as a 4-byte zero (1 byte in INT8); a compressor codes runs and
+    repeats of those zeros in a few bits each, so sparsity shows up here and not in :func:`model_size`.
+    """
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxFileError(f"the file {path} does not exist. {REEXPORT}")
+    return len(gzip.compress(path.read_bytes(), compresslevel=level))
+
+
+def benchmark_interleaved(targets: dict[str, Any], example_input_or_shape: ArrayLike | Sequence[int], *, rounds: int = 5,
+                          runs: int = 20, warmup: int = 10, threads: int = 1) -> dict[str, LatencyRow]:
+    """Batch-1 latency of several targets measured in one run, interleaved: ``rounds`` rounds, each timing every
+    target ``runs`` times in turn; median and 95th percentile over all ``rounds * runs`` timings per target.
+
+    ``targets`` maps a name to a ``torch.nn.Module`` (eager, ``torch.no_grad``) or an ONNX file path (an
+    onnxruntime session with ``threads`` intra-op threads). On a shared machine, load that comes and goes
+    then falls on every target alike, so the ratios between them are fair. ``torch.set_num_threads`` and the
+    modules' train/eval modes are restored afterwards.
+    """
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1, runs >= 1 and warmup >= 0, got {rounds}, {runs}, {warmup}.")
+    if not targets:
+        raise ValueError("targets is empty: pass {name: model or ONNX path}.")
+    if isinstance(example_input_or_shape, (torch.Tensor, np.ndarray)):
+        example = _to_numpy(example_input_or_shape)[:1]
+    else:
+        example = np.random.default_rng(0).standard_normal((1, *example_input_or_shape)).astype(np.float32)
+    calls: dict[str, Callable[[], Any]] = {}
+    modules = [t for t in targets.values() if isinstance(t, nn.Module)]
+    modes, before = [m.training for m in modules], torch.get_num_threads()
+    for name, target in targets.items():
+        if isinstance(target, nn.Module):
+            calls[name] = functools.partial(target.eval(), torch.from_numpy(example))
+        elif isinstance(target, (str, os.PathLike)):
+            session = load_session(target, threads)
+            check_input(session, example)
+            calls[name] = functools.partial(session.run, None, {session.get_inputs()[0].name: example})
+        else:
+            raise TypeError(f"targets[{name!r}] must be a torch.nn.Module or an ONNX file path, "
+                            f"got {type(target).__name__}.")
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            for call in calls.values():
+                for _ in range(warmup):
+                    call()
+            for _ in range(rounds):
+                for name, call in calls.items():
+                    for _ in range(runs):
+                        start = time.perf_counter()
+                        call()
+                        times[name].append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(before)
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+    return {name: LatencyRow("torch" if isinstance(targets[name], nn.Module) else "onnxruntime", 1, threads,
+                             float(np.median(values)), float(np.percentile(values, 95)), len(values))
+            for name, values in times.items()}
+
+
+def latency_decomposition(eager_teacher_ms: float, ort_teacher_ms: float, ort_student_fp32_ms: float,
+                          ort_student_int8_ms: float) -> dict[str, float]:
+    """Split the end-to-end speed-up (FP32 teacher in PyTorch eager -> INT8 student in onnxruntime) into three steps:
+
+        end_to_end = eager_teacher / ort_student_int8
+                   = (eager_teacher / ort_teacher)            runtime: PyTorch eager -> onnxruntime, same model
+                   * (ort_teacher / ort_student_fp32)          model size: teacher -> student, same runtime
+                   * (ort_student_fp32 / ort_student_int8)     quantization: FP32 -> INT8, same model and runtime
+
+    The product telescopes, so the three named ratios multiply to the end-to-end one exactly; all four latencies
+    must come from one measurement run (same machine, batch and threads) for the ratios to mean anything.
+    """
+    latencies = {"eager_teacher_ms": eager_teacher_ms, "ort_teacher_ms": ort_teacher_ms,
+                 "ort_student_fp32_ms": ort_student_fp32_ms, "ort_student_int8_ms": ort_student_int8_ms}
+    for name, value in latencies.items():
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive, finite number of milliseconds, got {value!r}.")
+    return {**{k: float(v) for k, v in latencies.items()},
+            "runtime_ratio": eager_teacher_ms / ort_teacher_ms, "size_ratio": ort_teacher_ms / ort_student_fp32_ms,
+            "quantization_ratio": ort_student_fp32_ms / ort_student_int8_ms,
+            "end_to_end_ratio": eager_teacher_ms / ort_student_int8_ms}
+
+
+SWEEP_FILE = Path(__file__).resolve().parent.parent / "results" / "export_sweep.json"
+SWEEP_COMMAND = "python -m course_utils.export_sweep"
+
+
+def load_sweep(path: PathLike | None = None) -> dict[str, Any]:
+    """Notebook 06's precomputed sweeps (``results/export_sweep.json``); a clear error says how to make them."""
+    from . import report
+
+    return report.load_precomputed(path or SWEEP_FILE, SWEEP_COMMAND,
+                                   "a few hours on one CPU core; its docstring runs the sections one after another")
+
+
+def size_breakdown(path: PathLike) -> dict[str, int]:
+    """Where an ONNX file's bytes go: ``weights`` (the raw data of its initializers: weights, biases, scales,
+    zero points) and ``graph`` (everything else: operators, tensor names, shapes, metadata), summing to ``total``.
+
+    Quantization shrinks only the first part; a tiny model's file is mostly the second.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxFileError(f"the ONNX file {path} does not exist. {REEXPORT}")
+    proto = onnx.load(str(path))
+    weights = sum(tensor.ByteSize() for tensor in proto.graph.initializer)
+    total = model_size(path)
+    return {"weights": weights, "graph": total - weights, "total": total}
+
+
+def int4_weight_overrides(graph: Any, per_channel: bool) -> dict[str, list[dict[str, Any]]]:
+    """onnxruntime ``TensorQuantOverrides`` that give every Conv/Gemm weight of ``graph`` a symmetric 4-bit grid:
+
+        s = max|w| / 7,   q = clamp(round(w / s), -7, 7),   z = 0        (per tensor, or per output channel)
+
+    the 4-bit twin of onnxruntime's INT8 weights (``[-127, 127]``). onnxruntime's default for ``QInt4`` maps
+    ``max|w|`` to 7.5 steps and clips the positive side at 7, which moves every grid a little each time a
+    model is quantized: weights trained on a 4-bit grid (:class:`WeightFakeQuant`) would not land on it again.
+    """
+    from onnx import numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+        transposed = any(a.name == "transB" and a.i == 1 for a in node.attribute)
+        axis = 0 if node.op_type == "Conv" or transposed else 1  # the output-channel axis
+        if per_channel:
+            max_abs = np.abs(np.moveaxis(weight, axis, 0)).reshape(weight.shape[axis], -1).max(axis=1)
+        else:
+            max_abs = np.abs(weight).reshape(1, -1).max(axis=1)
+        scales = [float(m / 7) if m > 0 else 1.0 for m in max_abs]
+        overrides[node.input[1]] = [{"scale": np.float32(scale), "zero_point": 0} for scale in scales]
+        if per_channel:
+            overrides[node.input[1]][0]["axis"] = axis
+    return overrides
