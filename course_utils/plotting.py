@@ -565,3 +565,91 @@ def plot_exact_match(exact: Mapping[str, Mapping[int, float]], unseen_from: int 
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 06: the speed-up decomposed, the seeds' claim, pruning ---
+def plot_latency_decomposition(decomposition: Mapping[str, float], title: str = "") -> plt.Figure:
+    """The four batch-1 latencies of ``cu.export.latency_decomposition`` as bars (log scale), each step's ratio
+    written between two bars: runtime, model size, quantization; their product is the end-to-end ratio."""
+    steps = [("teacher FP32\nPyTorch eager", "eager_teacher_ms", None),
+             ("teacher FP32\nonnxruntime", "ort_teacher_ms", ("runtime", "runtime_ratio")),
+             ("student FP32\nonnxruntime", "ort_student_fp32_ms", ("model size", "size_ratio")),
+             ("student INT8\nonnxruntime", "ort_student_int8_ms", ("quantization", "quantization_ratio"))]
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    values = [decomposition[key] for _, key, _ in steps]
+    ax.bar(range(4), values, color=["tab:grey", "tab:blue", "tab:green", "tab:purple"])
+    for i, (_, _, step) in enumerate(steps):
+        ax.annotate(f"{values[i]:.3f} ms", (i, values[i]), ha="center", xytext=(0, 3), textcoords="offset points",
+                    fontsize=8)
+        if step is not None:
+            ax.annotate(f"{step[0]}\n{decomposition[step[1]]:.2f}x", (i - 0.5, math.sqrt(values[i - 1] * values[i])),
+                        ha="center", va="center", fontsize=8, color="tab:red")
+    ax.set_yscale("log")
+    ax.set_xticks(range(4), [label for label, _, _ in steps], fontsize=8)
+    ax.set_ylabel("median latency, batch 1 (ms, log)")
+    ax.grid(axis="y", alpha=0.3, which="both")
+    ax.set_title(title or f"end to end {decomposition['end_to_end_ratio']:.1f}x = runtime x model size x quantization",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_claim(rows: Sequence[Mapping], max_points_lost: float = 2.0, min_ratio: float = 10.0,
+               title: str = "") -> plt.Figure:
+    """Accuracy lost against the teacher (points, mean ± std over seeds) against how many times smaller each student
+    is (log scale), by parameters and by file (FP32 teacher / INT8 student); the shaded corner is the claim
+    "``min_ratio`` times smaller, at most ``max_points_lost`` points lost".
+
+    ``rows``: dicts with ``student``, ``parameter_ratio``, ``file_ratio``, ``points_lost`` and ``points_lost_std``.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for key, label, marker in (("parameter_ratio", "parameters (FP32 vs FP32)", "o"),
+                               ("file_ratio", "file bytes (FP32 teacher vs INT8 student)", "s")):
+        ax.errorbar([row[key] for row in rows], [row["points_lost"] for row in rows],
+                    yerr=[row["points_lost_std"] for row in rows], marker=marker, ls="none", capsize=3, label=label)
+        for row in rows:
+            ax.annotate(row["student"], (row[key], row["points_lost"]), fontsize=7, textcoords="offset points",
+                        xytext=(5, 3))
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.fill_between([min_ratio, max(high, min_ratio * 2)], 0, max_points_lost, color="tab:green", alpha=0.12,
+                    label=f"the claim: ≥ {min_ratio:g}x smaller, ≤ {max_points_lost:g} points lost")
+    ax.set_xlim(low, max(high, min_ratio * 2))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("times smaller than the teacher (log scale)")
+    ax.set_ylabel("accuracy lost vs the teacher (points)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7.5)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pruning(rows: Sequence[Mapping], dense_accuracy: float | None = None, title: str = "") -> plt.Figure:
+    """Left: test accuracy against sparsity, right after pruning and after fine-tuning with the masks fixed.
+    Right: the ONNX file's bytes against sparsity, raw and gzip'd, FP32 and INT8 (raw FP32 stays flat).
+
+    ``rows``: dicts with ``sparsity``, ``one_shot`` and ``fine_tuned`` accuracies (0-1), and ``fp32_kb``,
+    ``fp32_gzip_kb``, ``int8_kb``, ``int8_gzip_kb``.
+    """
+    fig, (ax, ax_size) = plt.subplots(1, 2, figsize=(10, 3.6))
+    sparsity = [100 * row["sparsity"] for row in rows]
+    ax.plot(sparsity, [100 * row["one_shot"] for row in rows], "o--", label="pruned, no fine-tuning")
+    ax.plot(sparsity, [100 * row["fine_tuned"] for row in rows], "s-", label="pruned, then KD fine-tuning")
+    if dense_accuracy is not None:
+        ax.axhline(100 * dense_accuracy, color="black", ls=":", lw=1, label="dense, same fine-tuning")
+    ax.set_xlabel("weights set to zero (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    for key, label, style in (("fp32_kb", "FP32 .onnx", "o-"), ("fp32_gzip_kb", "FP32 .onnx, gzip'd", "o--"),
+                              ("int8_kb", "INT8 .onnx", "s-"), ("int8_gzip_kb", "INT8 .onnx, gzip'd", "s--")):
+        ax_size.plot(sparsity, [row[key] for row in rows], style, label=label)
+    ax_size.set_xlabel("weights set to zero (%)")
+    ax_size.set_ylabel("file size (KB)")
+    ax_size.set_ylim(bottom=0)
+    ax_size.legend(fontsize=8)
+    for axis in (ax, ax_size):
+        axis.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
