@@ -152,7 +152,7 @@ def answer_key(notebook: str | None = None) -> str:
     rows = ["| exercise | the learner writes | mistakes the check names | answer key |", "|---|---|---|---|"]
     for exercise in all_exercises(notebook):
         kind = "a function" if exercise.cases is not None else "a value"
-        mistakes = "; ".join(mistake.name for mistake in exercise.mistakes)
+        mistakes = "; ".join(dict.fromkeys(mistake.name for mistake in exercise.mistakes))  # each name once
         rows.append(f"| `{exercise.id}` | {exercise.title} ({kind}) | {mistakes} | "
                     f"`course_utils/solutions.py::{exercise.solution_name}` |")
     return "\n".join(rows)

@@ -189,6 +189,7 @@ def test_the_answer_key_table_lists_every_exercise_of_a_notebook():
     assert table.count("\n") == 1 + len(cu.exercises.all_exercises("02"))
     assert "`02.kd_loss`" in table and "the T^2 factor missing" in table and "solutions.py::kd_loss" in table
     assert "01." not in table
+    assert cu.exercises.answer_key("06").count("no clamping") == 1  # named once, though checked with and without STE
 
 
 def test_an_unknown_exercise_suggests_the_closest_id():
