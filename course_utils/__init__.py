@@ -20,10 +20,11 @@ from . import (
     schedule,
     text,
     train,
+    validate,
     vibration,
     widgets,
 )
 
 __all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "report", "schedule", "text", "train", "vibration", "widgets"]
+           "plotting", "report", "schedule", "text", "train", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"
