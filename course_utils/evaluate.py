@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
-from . import config
+from . import config, validate
 
 
 @torch.no_grad()
@@ -13,6 +15,9 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256
     """``model(images)`` in eval mode, batch by batch, returned on the CPU as ``(N, classes)``."""
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, C, H, W) (or 1-D signals (N, C, L)), got shape {tuple(images.shape)}.")
+    validate.non_empty(images, "images", hint="Pass at least one example (an empty subset?).")
+    validate.all_finite(images, "images")
+    batch_size = validate.integer(batch_size, "batch_size", minimum=1)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else config.device()
@@ -28,19 +33,37 @@ def _check_pair(predictions: torch.Tensor, labels: torch.Tensor) -> None:
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of ``images`` whose arg-max prediction equals ``labels``."""
+    validate.same_length(images, labels, ("images", "labels"))
     predictions = predict_logits(model, images, batch_size).argmax(1)
     _check_pair(predictions, labels.cpu())
     return (predictions == labels.cpu()).float().mean().item()
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """``(num_classes, num_classes)`` counts: row = true class, column = predicted class."""
+    """``(num_classes, num_classes)`` counts: row = true class, column = predicted class.
+
+    Predictions and labels must be class indices in ``[0, num_classes - 1]``: anything else would be counted in
+    the wrong cell, so it is refused.
+    """
+    num_classes = validate.integer(num_classes, "num_classes", minimum=1)
     _check_pair(predictions, labels)
-    index = labels.long() * num_classes + predictions.long()
+    validate.non_empty(predictions, "predictions", hint="Pass at least one prediction to count.")
+    hint = "Predictions are class indices (logits.argmax(1)), and num_classes counts every class."
+    predictions = validate.integer_labels(predictions, "predictions", num_classes, hint=hint)
+    labels = validate.integer_labels(labels, "labels", num_classes, hint=hint)
+    index = labels * num_classes + predictions
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """Accuracy of each true class: the confusion matrix's diagonal over its row sums."""
+    """Accuracy of each true class: the confusion matrix's diagonal over its row sums.
+
+    A class with no example in ``labels`` has no accuracy: its entry is NaN, with a warning naming it.
+    """
     matrix = confusion_matrix(predictions, labels, num_classes).double()
-    return matrix.diag() / matrix.sum(1).clamp(min=1)
+    counts = matrix.sum(1)
+    absent = (counts == 0).nonzero().flatten().tolist()
+    if absent:
+        warnings.warn(f"classes {absent} have no example in labels: their accuracy is undefined (NaN). Evaluate on "
+                      "a set that holds every class (e.g. a stratified subset).", stacklevel=2)
+    return matrix.diag() / counts.where(counts > 0, torch.tensor(float("nan"), dtype=counts.dtype))
