@@ -417,6 +417,7 @@ def _check_fp32(fp32_path: PathLike, int8_path: PathLike) -> tuple[Path, Path]:
     if fp32_path.resolve() == int8_path.resolve():
         raise ValueError("int8_path must differ from fp32_path (the FP32 file would be overwritten).")
     int8_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path(int8_path).unlink(missing_ok=True)  # a failed quantization must not leave the previous file's card
     return fp32_path, int8_path
 
 
