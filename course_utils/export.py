@@ -523,7 +523,8 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
                             weight_type=_quant_type(weight_type), calibrate_method=methods[method],
                             extra_options=extra, nodes_to_exclude=excluded)
     write_card(int8_path, made_by="cu.export.quantize_static", source=fp32_path.name, source_sha256=_sha256(fp32_path),
-               method=method, per_channel=per_channel, quant_format=quant_format, calibration_examples=len(calibration),
+               method=method, per_channel=per_channel, weight_type=weight_type, activation_type=activation_type,
+               quant_format=quant_format, calibration_examples=len(calibration),
                excluded_nodes=len(excluded))
     return int8_path
 
