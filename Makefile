@@ -11,10 +11,11 @@ PIP_INSTALL ?= $(BIN)/python -m pip install --quiet
 CPU_INDEX ?= $(shell sed -n 's/^--extra-index-url //p' binder/requirements.txt)
 CPU_PINS  := $(shell grep -E '^torch(vision)?==' binder/requirements.txt)
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+BROWSER := $(shell command -v chromium >/dev/null && command -v chromedriver >/dev/null && echo yes)
 # Jupyter refuses to run as root (containers, some lab machines) unless told it may.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install torch-cpu install-size lab test lint unit notebooks \
+.PHONY: install torch-cpu install-size lab test lint unit notebooks browser-test browser-test-if-installed \
 	notebook-setup results book clean
 
 install: $(STAMP)
@@ -52,8 +53,9 @@ install-size:
 lab: install
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_welcome.ipynb
 
-# lint, unit tests (including "notebooks are committed without outputs"), then every notebook in quick mode
-test: lint unit notebooks
+# lint, unit tests (including "notebooks are committed without outputs"), every notebook in quick mode, and
+# the real-browser test of every notebook where Debian's chromium and chromium-driver are installed
+test: lint unit notebooks browser-test-if-installed
 
 lint: install
 	$(BIN)/ruff check course_utils tests notebooks
@@ -63,6 +65,21 @@ unit: install
 
 notebooks: install
 	COURSE_QUICK=1 $(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 notebooks
+
+# JupyterLab in headless chromium: Run All in quick mode, no error, every widget rendered, every slider
+# changes its output; screenshots in build/browser/. Needs `apt-get install chromium chromium-driver`.
+browser-test: install
+	@test -n "$(BROWSER)" || { echo "make browser-test needs Debian's chromium and chromium-driver:" \
+		"apt-get install chromium chromium-driver"; exit 1; }
+	$(BIN)/python -m pytest -v --durations=0 -p no:cacheprovider tests/browser
+
+browser-test-if-installed:
+ifeq ($(BROWSER),yes)
+	@$(MAKE) --no-print-directory browser-test
+else
+	@echo "SKIPPED the browser test: chromium and chromedriver are not installed" \
+		"(Debian: apt-get install chromium chromium-driver; then make browser-test)."
+endif
 
 # rewrite every notebook's Colab badge and setup cell from course_utils/colab.py (the repository's address)
 notebook-setup: install
