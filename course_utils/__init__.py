@@ -9,6 +9,7 @@ from . import (
     config,
     data,
     evaluate,
+    exercises,
     export,
     hooks,
     lm,
@@ -16,14 +17,16 @@ from . import (
     models,
     models1d,
     plotting,
+    recipes,
     report,
     schedule,
     text,
     train,
+    validate,
     vibration,
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "report", "schedule", "text", "train", "vibration", "widgets"]
+__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "hooks", "lm", "losses", "models", "models1d",
+           "plotting", "recipes", "report", "schedule", "text", "train", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

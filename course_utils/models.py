@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config
+from . import config, validate
+
+
+def _check_images(x: torch.Tensor) -> None:
+    """Shape-only check (safe while exporting): the image models take ``(B, 1, 28, 28)`` grey images."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected images of shape (B, 1, 28, 28), got {tuple(x.shape)}; add the batch axis with "
+                         "x[None] or the channel axis with x.unsqueeze(1).")
 
 
 class BasicBlock(nn.Module):
@@ -61,6 +68,7 @@ class ResNetTeacher(nn.Module):
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        _check_images(x)
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, C3, 7, 7)
         return self.fc(self.pool(x).flatten(1))  # (B, num_classes)
 
@@ -81,47 +89,68 @@ class ConvBlock(nn.Sequential):
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """A student's shape: channels of its three blocks and convs per block."""
+    """A student's shape: channels of its three blocks, convs per block, and the head's pooled grid."""
 
-    widths: tuple[int, int, int] = (16, 32, 64)
+    widths: tuple[int, int, int] = (8, 16, 32)
     depth: int = 1  # convs per block; 2 doubles the depth at about twice the parameters
     num_classes: int = 10
 
 
 class Student(nn.Module):
-    """A plain CNN student: three blocks at 28, 14 and 7 pixels (like the teacher's stages), then a head.
+    """A LeNet-style CNN student: three blocks at 28, 14 and 7 pixels, a 2x2 max-pool, a flat linear head.
 
-    Hookable paths: ``block1``, ``block2``, ``block3`` (and ``block2.conv1`` ...), ``head``.
-    The resolutions match the teacher's ``layer1..3``, so feature maps can be compared directly.
+    Hookable paths: ``block1`` (w1 x 28 x 28), ``block2`` (w2 x 14 x 14), ``block3`` (w3 x 7 x 7)
+    (and ``block2.conv1`` ...), ``head``. The resolutions match the teacher's ``layer1..3``.
+
+    The head keeps *where* a feature fired: the 7 x 7 maps are max-pooled to 3 x 3 and flattened
+    (w3 x 9 inputs). A global-average-pooling head at these widths threw that away and trained
+    worse than logistic regression on the course's budget (measured in notebook 02's capacity sweep).
     """
 
     def __init__(self, cfg: StudentConfig = StudentConfig()):
         super().__init__()
         self.cfg = cfg
+        if len(cfg.widths) != 3:
+            raise ValueError(f"a student has three blocks: widths must hold three channel counts, got {cfg.widths}.")
+        for width in cfg.widths:
+            validate.integer(width, "each width", minimum=1)
+        validate.integer(cfg.depth, "depth", minimum=1)
         w1, w2, w3 = cfg.widths
         self.block1 = ConvBlock(1, w1, cfg.depth)
         self.block2 = ConvBlock(w1, w2, cfg.depth, pool=True)
         self.block3 = ConvBlock(w2, w3, cfg.depth, pool=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(w3, cfg.num_classes)
+        self.pool = nn.MaxPool2d(2)  # 7 x 7 -> 3 x 3
+        self.head = nn.Linear(w3 * 9, cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        _check_images(x)
         x = self.block3(self.block2(self.block1(x)))  # (B, w3, 7, 7)
-        return self.head(self.pool(x).flatten(1))  # (B, num_classes)
+        return self.head(self.pool(x).flatten(1))  # (B, w3 * 9) -> (B, num_classes)
 
 
-STUDENTS: dict[str, StudentConfig] = {  # name -> shape, smallest first (parameter counts in the README)
-    "student-xs": StudentConfig((4, 8, 16)),
-    "student-s": StudentConfig((8, 16, 32)),
-    "student-m": StudentConfig((16, 32, 64)),
-    "student-l": StudentConfig((24, 48, 96)),
-    "student-xl": StudentConfig((32, 64, 128)),
+# name -> shape, smallest first. The name is the parameter count, rounded (a test checks it).
+STUDENTS: dict[str, StudentConfig] = {
+    "cnn-2k": StudentConfig((4, 8, 8)),
+    "cnn-5k": StudentConfig((8, 16, 16)),
+    "cnn-9k": StudentConfig((8, 16, 32)),
+    "cnn-29k": StudentConfig((16, 32, 64)),
+    "cnn-104k": StudentConfig((32, 64, 128)),
 }
+DEFAULT_STUDENT = "cnn-9k"  # the course's default image student (at most 10k parameters)
 TEACHERS: dict[str, dict] = {"teacher": {"widths": (32, 64, 128), "blocks": 1}}
+BASELINES = ("logreg",)  # the floor every student must beat on the same budget
+
+
+def logistic_regression(num_classes: int = 10) -> nn.Sequential:
+    """Multinomial logistic regression on the 784 pixels: ``softmax(W x + b)``, 7,850 parameters.
+
+    The floor of the course: a student that cannot beat it on the same budget is not worth distilling into.
+    """
+    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(28 * 28, num_classes)))
 
 
 def create(name: str, seed: int | None = None) -> nn.Module:
-    """Build a fresh (untrained) model by name: ``"teacher"`` or one of :data:`STUDENTS`.
+    """Build a fresh (untrained) model by name: ``"teacher"``, one of :data:`STUDENTS`, or ``"logreg"``.
 
     With ``seed`` the initial weights are reproducible.
     """
@@ -131,7 +160,9 @@ def create(name: str, seed: int | None = None) -> nn.Module:
         return ResNetTeacher(**TEACHERS[name])
     if name in STUDENTS:
         return Student(STUDENTS[name])
-    raise KeyError(f"unknown model name {name!r}; choose one of {sorted(TEACHERS) + list(STUDENTS)}, "
+    if name == "logreg":
+        return logistic_regression()
+    raise KeyError(f"unknown model name {name!r}; choose one of {sorted(TEACHERS) + list(STUDENTS) + list(BASELINES)}, "
                    "or build Student(StudentConfig(widths=..., depth=...)) for another shape.")
 
 

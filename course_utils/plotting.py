@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
 
+from . import validate
 from .data import CLASS_NAMES, denormalise
 
 
@@ -14,6 +16,10 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | Non
                 class_names: Sequence[str] = CLASS_NAMES, columns: int = 8, titles: Sequence[str] | None = None,
                 size: float = 1.4) -> plt.Figure:
     """A grid of normalised ``(N, 1, 28, 28)`` images with their class names (or ``titles``)."""
+    validate.non_empty(images, "images")
+    for given, name in ((labels, "labels"), (titles, "titles")):
+        if given is not None:
+            validate.same_length(images, given, ("images", name))
     count = len(images)
     rows = max(1, -(-count // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.25)), squeeze=False)
@@ -46,6 +52,9 @@ def plot_history(histories: Mapping[str, object], metric: str = "val_accuracy") 
 
 def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
     """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
+        raise ValueError(f"the confusion matrix {tuple(matrix.shape)} must be square with one row per class name "
+                         f"({len(class_names)} given): pass the class_names of its data set.")
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     ax.imshow(matrix, cmap="Blues")
     ticks = range(len(class_names))
@@ -66,6 +75,13 @@ def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAME
 def plot_distribution(probabilities: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES,
                       title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
     """A bar chart of one probability vector over the classes."""
+    if probabilities.ndim != 1 or len(probabilities) != len(class_names):
+        raise ValueError(f"probabilities must be one vector with a value per class name ({len(class_names)}), got "
+                         f"shape {tuple(probabilities.shape)}.")
+    validate.all_finite(probabilities, "probabilities")
+    if bool(probabilities.min() < 0) or bool(probabilities.max() > 1):
+        raise ValueError("probabilities must lie in [0, 1] (the axis stops there): pass softmax(logits), e.g. "
+                         "cu.losses.soft_targets(logits, temperature), not the logits.")
     fig = ax.figure if ax is not None else plt.subplots(figsize=(6, 2.8))[0]
     ax = ax if ax is not None else fig.axes[0]
     ax.bar(range(len(class_names)), probabilities.detach().cpu(), color="tab:blue")
@@ -395,9 +411,14 @@ def plot_gradient_scaling(temperatures: Sequence[float], plain_norms: Sequence[f
     return fig
 
 
-def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None, title: str = "") -> plt.Figure:
+def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None,
+                  floor: tuple[str, float] | None = None, title: str = "") -> plt.Figure:
     """Scratch against distilled accuracy by student size; ``rows`` hold ``parameters`` and ``scratch`` / ``kd``
-    summaries (``mean``, ``std``), as in ``results/kd_sweep.json``."""
+    summaries (``mean``, ``std``, ``values``), as in ``results/kd_sweep.json``.
+
+    ``floor = (label, accuracy)`` draws the simplest sensible model (logistic regression) as a line:
+    a student below it is not worth distilling into.
+    """
     fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(10, 3.6))
     params = [row["parameters"] for row in rows]
     for key, label, marker in (("scratch", "scratch", "o"), ("kd", "distilled", "s")):
@@ -405,21 +426,55 @@ def plot_capacity(rows: Sequence[Mapping], teacher_accuracy: float | None = None
                     marker=marker, capsize=3, label=label)
     if teacher_accuracy is not None:
         ax.axhline(teacher_accuracy, color="black", ls="--", lw=1, label="teacher")
+    if floor is not None:
+        ax.axhline(floor[1], color="tab:red", ls=":", lw=1.5, label=f"floor: {floor[0]}")
     for row in rows:
         ax.annotate(row.get("student", ""), (row["parameters"], row["scratch"]["mean"]), fontsize=7,
                     textcoords="offset points", xytext=(0, -12), ha="center")
     gains = [row["kd"]["mean"] - row["scratch"]["mean"] for row in rows]
-    ax_gain.bar(range(len(rows)), [100 * g for g in gains], color=["tab:green" if g > 0 else "tab:red" for g in gains])
+    errors = [math.sqrt(row["kd"]["std"] ** 2 / max(len(row["kd"].get("values", [0])), 1)
+                        + row["scratch"]["std"] ** 2 / max(len(row["scratch"].get("values", [0])), 1)) for row in rows]
+    ax_gain.bar(range(len(rows)), [100 * g for g in gains], yerr=[200 * e for e in errors], capsize=3,
+                color=["tab:green" if g > 0 else "tab:red" for g in gains])
     ax_gain.set_xticks(range(len(rows)), [f"{row.get('student', '')}\n{row['parameters'] / 1000:.1f}k" for row in rows],
                        fontsize=8)
     ax_gain.axhline(0, color="black", lw=0.8)
-    ax_gain.set_ylabel("distilled - scratch (points)")
+    ax_gain.set_ylabel("distilled - scratch (points, ±2 SE)")
     for axis in (ax, ax_gain):
         axis.grid(alpha=0.3)
     ax.set_xscale("log")
     ax.set_xlabel("student parameters (log scale)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_omitted_class(row: Mapping, title: str = "") -> plt.Figure:
+    """Hinton's omitted-class experiment for one class: accuracy on that class (left) and overall (right).
+
+    ``row`` holds ``soft`` and ``hard`` runs, each with per-seed lists ``class_accuracy_before`` /
+    ``_after`` and ``overall_accuracy_before`` / ``_after`` (as ``cu.recipes.omitted_class`` returns them,
+    gathered over seeds). Dots are seeds, bars their mean.
+    """
+    bars = {"hard labels": row["hard"], "soft targets": row["soft"]}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric, label in ((axes[0], "class_accuracy", f"test accuracy on {row.get('class_name', 'the class')}"),
+                              (axes[1], "overall_accuracy", "overall test accuracy")):
+        names, values = [], []
+        for name, runs in bars.items():
+            for tag in ("before", "after"):
+                names.append(f"{name}\n{'+ bias shift' if tag == 'after' else 'as trained'}")
+                values.append(list(runs[f"{metric}_{tag}"]))
+        colours = ["tab:gray", "tab:gray", "tab:blue", "tab:green"]
+        ax.bar(range(len(values)), [sum(v) / len(v) for v in values], color=colours, alpha=0.7)
+        for i, seeds in enumerate(values):
+            ax.scatter([i] * len(seeds), seeds, color="black", s=12, zorder=3)
+        ax.set_xticks(range(len(values)), names, fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -10,7 +10,9 @@ Each call merges the values into ``results/runs/<mode>/<section>.json`` (mode is
 from __future__ import annotations
 
 import json
+import math
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,11 @@ def load_precomputed(path: str | Path, command: str, duration: str) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `{command}` from the repository root to make it ({duration}).")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): an interrupted write? Restore it with `git checkout -- "
+                         f"{path.name}` or run `{command}` again ({duration}).") from error
 
 
 def runs_dir(mode: str | None = None) -> Path:
@@ -54,17 +60,61 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The key path of the first NaN or infinite number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} = {value}"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := _non_finite(item, f"{where}[{key!r}]"))), None)
+
+
 def record(section: str, values: dict[str, Any]) -> Path:
-    """Merge ``values`` (numbers, lists, dicts; tensors are converted) into the section's JSON file."""
+    """Merge ``values`` (numbers, lists, dicts; tensors are converted) into the section's JSON file.
+
+    NaN and infinities are refused (JSON has no such numbers, and a summary must not show one silently).
+    """
     if not section or "/" in section:
         raise ValueError(f"section must be a plain name such as '02_distillation_loss', got {section!r}.")
+    plain = _plain(values)
+    found = _non_finite(plain, "values")
+    if found:
+        raise ValueError(f"cannot record {found} for {section!r}: a figure must be a finite number. Find where it became "
+                         "NaN (an empty subset, a diverged run, no validation data), or record None where nothing was "
+                         "measured.")
     folder = runs_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{section}.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged.update(_plain(values))
+    merged.update(plain)
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def record_experiment(section: str, name: str, *, metric: str, baseline: tuple[str, Sequence[float]],
+                      method: tuple[str, Sequence[float]], higher_is_better: bool = True,
+                      source: str = "live") -> dict[str, Any]:
+    """Record one headline comparison with its per-seed values under the section's ``experiments`` list.
+
+        cu.report.record_experiment("02_distillation_loss", "few labels: KD vs scratch", metric="test accuracy",
+                                    baseline=("scratch", [0.843, 0.846, 0.841]), method=("KD", [0.866, 0.865, 0.868]))
+
+    ``make results`` gathers every section's list into ``results/summary.json``'s ``experiments``:
+    one entry per comparison, with ``notebook``, ``name``, ``metric``, ``higher_is_better``, ``baseline``
+    and ``method`` (each ``{"label": ..., "values": [one number per seed]}``) and ``source`` (``"live"``,
+    or the command that precomputed it), so anyone can recompute a mean, a spread or a test.
+    A second call with the same ``name`` replaces the first.
+    """
+    for side, (label, values) in (("baseline", baseline), ("method", method)):
+        if not label or not len(values):
+            raise ValueError(f"the {side} needs a label and at least one value (one per seed), got {label!r} with "
+                             f"{len(values)} values.")
+    entry = {"notebook": section, "name": name, "metric": metric, "higher_is_better": bool(higher_is_better),
+             "baseline": {"label": baseline[0], "values": [float(v) for v in _plain(list(baseline[1]))]},
+             "method": {"label": method[0], "values": [float(v) for v in _plain(list(method[1]))]},
+             "source": source}
+    experiments = [e for e in load(section).get("experiments", []) if e.get("name") != name] + [entry]
+    record(section, {"experiments": experiments})
+    return entry
 
 
 def load(section: str, mode: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ def _hook_count(model: torch.nn.Module) -> int:
 
 @pytest.fixture
 def student() -> torch.nn.Module:
-    return cu.models.create("student-xs", seed=0).eval()
+    return cu.models.create("cnn-2k", seed=0).eval()
 
 
 def test_capture_returns_the_layer_outputs(student):
@@ -29,7 +29,7 @@ def test_capture_returns_the_layer_outputs(student):
     assert torch.equal(features["block2"], block2)
     assert torch.equal(features["block3"], block3)
     assert features["block2"].shape == (2, 8, 14, 14)
-    assert torch.allclose(logits, student.head(block3.mean(dim=(2, 3))), atol=1e-6)
+    assert torch.allclose(logits, student.head(student.pool(block3).flatten(1)), atol=1e-6)
 
 
 def test_capture_of_a_nested_path_and_a_single_string(student):
@@ -59,10 +59,17 @@ def test_handles_are_removed_after_an_exception(student):
 
 
 def test_handles_are_removed_when_the_forward_pass_fails(student):
-    with pytest.raises(RuntimeError):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("a layer failed")
+
+    student.block2 = Broken()  # block1's hook has fired when block2 raises
+    with pytest.raises(RuntimeError, match="a layer failed"):
         with cu.hooks.capture(student, ["block1"]):
-            student(torch.randn(1, 3, 28, 28))  # wrong channel count: the model raises
+            student(torch.randn(1, 1, 28, 28))
     assert _hook_count(student) == 0
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):  # a wrong channel count is named before any layer runs
+        student(torch.randn(1, 3, 28, 28))
 
 
 def test_nested_captures_fill_their_own_dicts(student):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import course_utils as cu
-import course_utils.kd_sweep  # noqa: F401  (cu.kd_sweep)
+import course_utils.kd_sweep  # noqa: F401  (cu.kd_sweep: the merge of sweep parts)
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -159,13 +160,13 @@ def test_kd_loss_rejects_bad_targets():
         cu.losses.kd_loss(student, teacher, None, 2.0, 0.5)
 
 
-# --- the low-label loss and the gap summary (course_utils.kd_sweep) --------------------------------
+# --- the low-label loss, the gap summary, the seed comparison and the sweep's merge --------------------
 def test_low_label_step_never_reads_unlabelled_labels():
     model = torch.nn.Linear(4, 3)
     images, teacher_logits = torch.randn(6, 4), torch.randn(6, 3)
     is_labelled = torch.tensor([True, True, False, False, False, False])
     labels = torch.tensor([0, 2, 99, -5, 7, 1000])  # garbage where unlabelled: an index error if they were read
-    step = cu.kd_sweep.low_label_step(temperature=4.0)
+    step = cu.recipes.low_label_step(temperature=4.0)
     logits = model(images)
     expected = (cu.losses.kd_loss(logits, teacher_logits, None, 4.0, 1.0)
                 + F.cross_entropy(logits[:2], labels[:2]))
@@ -175,34 +176,62 @@ def test_low_label_step_never_reads_unlabelled_labels():
     assert soft_only.item() == pytest.approx(cu.losses.kd_loss(logits, teacher_logits, None, 4.0, 1.0).item(), rel=1e-6)
 
 
+def test_soft_only_step_never_reads_labels():
+    model = torch.nn.Linear(4, 3)
+    images, teacher_logits = torch.randn(5, 4), torch.randn(5, 3)
+    garbage = torch.tensor([99, -5, 7, 1000, 3])
+    loss = cu.recipes.soft_only_step(temperature=2.0)(model, (images, garbage, teacher_logits))
+    assert loss.item() == pytest.approx(cu.losses.kd_loss(model(images), teacher_logits, None, 2.0, 1.0).item(), rel=1e-6)
+
+
 def test_gap_closed():
-    assert cu.kd_sweep.gap_closed(0.85, 0.80, 0.90) == pytest.approx(0.5)
-    assert cu.kd_sweep.gap_closed(0.78, 0.80, 0.90) == pytest.approx(-0.2)  # worse than scratch: negative, not clipped
+    assert cu.evaluate.gap_closed(0.85, 0.80, 0.90) == pytest.approx(0.5)
+    assert cu.evaluate.gap_closed(0.78, 0.80, 0.90) == pytest.approx(-0.2)  # worse than scratch: negative, not clipped
     with pytest.raises(ValueError, match="must beat"):
-        cu.kd_sweep.gap_closed(0.9, 0.9, 0.9)
+        cu.evaluate.gap_closed(0.9, 0.9, 0.9)
 
 
-def test_sweep_merge_pools_low_label_seeds(tmp_path):
+def test_compare_calls_a_win_only_beyond_two_standard_errors():
+    clear = cu.evaluate.compare([0.84, 0.845, 0.842], [0.866, 0.865, 0.868])
+    assert clear.won and not clear.lost and clear.verdict == "win"
+    assert clear.difference == pytest.approx(0.866333 - 0.842333, abs=1e-5)
+    se = math.sqrt(statistics.variance([0.84, 0.845, 0.842]) / 3 + statistics.variance([0.866, 0.865, 0.868]) / 3)
+    assert clear.standard_error == pytest.approx(se)
+    noisy = cu.evaluate.compare([0.75, 0.77, 0.76], [0.76, 0.78, 0.755])  # +0.5 points, spread of 1 point
+    assert not noisy.won and not noisy.lost and noisy.verdict == "within noise"
+    worse = cu.evaluate.compare([0.2, 0.21, 0.2], [0.3, 0.31, 0.3], higher_is_better=False)  # e.g. an error rate
+    assert worse.lost and worse.difference == pytest.approx(-0.1, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        cu.evaluate.compare([0.8], [0.9, 0.91])
+
+
+def test_seed_summary():
+    summary = cu.evaluate.seed_summary([0.8, 0.9])
+    assert summary["mean"] == pytest.approx(0.85) and summary["std"] == pytest.approx(statistics.stdev([0.8, 0.9]))
+    assert cu.evaluate.seed_summary([0.7])["std"] == 0.0
+    with pytest.raises(ValueError, match="at least one value"):
+        cu.evaluate.seed_summary([])
+
+
+def test_sweep_merge_joins_sections_and_refuses_other_teachers(tmp_path):
     card = {"sha256": "abc"}
 
-    def part(seed: int, scratch: float, kd: float) -> dict:
-        low = {"student": "student-xl", "seeds": [seed], "scratch": cu.kd_sweep.summary([scratch]),
-               "kd_transfer": [{"transfer_images": 58000, **cu.kd_sweep.summary([kd])}]}
-        return {"command": f"part {seed}", "wall_seconds": 10.0 * seed, "teacher_card": card, "teacher_accuracy": 0.9,
-                "low_label": low}
+    def part(name: str, section: str, wall: float, teacher_card: dict = card) -> dict:
+        return {"command": f"part {name}", "wall_seconds": wall, "teacher_card": teacher_card, "teacher_accuracy": 0.9,
+                section: {"rows": [name]}}
 
     paths = []
-    for seed, scratch, kd in ((100, 0.80, 0.86), (101, 0.82, 0.88)):
-        paths.append(tmp_path / f"{seed}.json")
-        paths[-1].write_text(json.dumps(part(seed, scratch, kd)))
+    for name, section, wall in (("a", "grid", 10.0), ("b", "capacity", 1010.0)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(part(name, section, wall)))
     merged = cu.kd_sweep.merge(paths, tmp_path / "merged.json")
-    low = merged["low_label"]
-    assert low["seeds"] == [100, 101] and low["scratch"]["mean"] == pytest.approx(0.81)
-    row = low["kd_transfer"][0]
-    assert row["values"] == [0.86, 0.88] and row["gap_closed"] == pytest.approx((0.87 - 0.81) / (0.9 - 0.81))
+    assert merged["grid"] == {"rows": ["a"]} and merged["capacity"] == {"rows": ["b"]}
     assert merged["wall_seconds"] == 1010.0  # the parts ran side by side: the longest one
-    other = part(102, 0.8, 0.8) | {"teacher_card": {"sha256": "other"}}
-    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert "part a" in merged["command"] and "part b" in merged["command"]
+    (tmp_path / "again.json").write_text(json.dumps(part("c", "grid", 5.0)))
+    with pytest.raises(ValueError, match="both hold"):
+        cu.kd_sweep.merge([paths[0], tmp_path / "again.json"], tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps(part("d", "omitted", 1.0, {"sha256": "other"})))
     with pytest.raises(ValueError, match="different teachers"):
         cu.kd_sweep.merge([paths[0], tmp_path / "other.json"], tmp_path / "bad.json")
 
@@ -222,7 +251,7 @@ def test_checks_report_not_attempted_wrong_and_correct(capsys):
     q_minus_p = lambda s, t, temperature: torch.softmax(s / temperature, -1) - torch.softmax(t / temperature, -1)
     assert cu.checks.check_soft_gradient(lambda s, t, temperature: q_minus_p(s, t, temperature) / temperature).passed
     assert cu.checks.check_soft_gradient(q_minus_p).status == "wrong"  # the 1/T factor is missing
-    assert cu.checks.check_gap_closed(cu.kd_sweep.gap_closed).passed
+    assert cu.checks.check_gap_closed(cu.evaluate.gap_closed).passed
     assert cu.checks.check_gap_closed(lambda a, s, t: max(0.0, (a - s) / (t - s))).status == "wrong"
     assert cu.checks.check_high_temperature_limit(None).status == "not attempted"
     assert cu.checks.check_high_temperature_limit("a").status == "wrong"
@@ -235,7 +264,7 @@ def test_kd_loss_rejects_infinite_temperature_boolean_alpha_and_float_targets():
     labels = torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match="> 0 and finite"):
         cu.losses.kd_loss(logits, logits, labels, temperature=float("inf"), alpha=0.5)
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(TypeError, match="alpha must be a number"):  # a bool is not a weight
         cu.losses.kd_loss(logits, logits, labels, temperature=2.0, alpha=True)
     with pytest.raises(TypeError, match="integer class indices"):
         cu.losses.kd_loss(logits, logits, labels.float(), temperature=2.0, alpha=0.5)

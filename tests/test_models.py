@@ -12,28 +12,43 @@ import course_utils as cu
 from course_utils.models import CheckpointError
 
 
-@pytest.mark.parametrize("name", ["teacher", *cu.models.STUDENTS])
+@pytest.mark.parametrize("name", ["teacher", *cu.models.STUDENTS, *cu.models.BASELINES])
 def test_every_model_maps_images_to_ten_logits(name):
     model = cu.models.create(name, seed=0)
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
 
 
-def test_parameter_ranges():
+def test_student_family_sizes_and_names():
     assert 100_000 <= cu.models.count_parameters(cu.models.create("teacher")) <= 1_000_000
-    counts = [cu.models.count_parameters(cu.models.create(name)) for name in cu.models.STUDENTS]
-    assert counts == sorted(counts), "students are listed smallest first"
-    assert counts[1] >= 5_000 and counts[-1] <= 100_000
+    counts = {name: cu.models.count_parameters(cu.models.create(name)) for name in cu.models.STUDENTS}
+    assert list(counts.values()) == sorted(counts.values()), "students are listed smallest first"
+    assert 4 <= len(counts) <= 5
+    assert 1_000 <= min(counts.values()) <= 3_000 and 80_000 <= max(counts.values()) <= 120_000
+    assert counts[cu.models.DEFAULT_STUDENT] <= 10_000
+    for name, count in counts.items():  # the name is the parameter count in thousands, rounded
+        assert name == f"cnn-{round(count / 1000)}k", (name, count)
+    assert cu.models.count_parameters(cu.models.create("logreg")) == 28 * 28 * 10 + 10
 
 
 def test_parameter_count_by_hand():
-    # conv 1->4 (36) + bn (8) | conv 4->8 (288) + bn (16) | conv 8->16 (1152) + bn (32) | linear 16->10 (170)
-    model = cu.models.Student(cu.models.StudentConfig((4, 8, 16)))
-    assert cu.models.count_parameters(model) == 36 + 8 + 288 + 16 + 1152 + 32 + 170
+    # conv 1->4 (36) + bn (8) | conv 4->8 (288) + bn (16) | conv 8->8 (576) + bn (16) | linear 8*3*3 -> 10 (730)
+    model = cu.models.Student(cu.models.StudentConfig((4, 8, 8)))
+    assert cu.models.count_parameters(model) == 36 + 8 + 288 + 16 + 576 + 16 + 730
     assert cu.models.serialized_size(model) > 4 * cu.models.count_parameters(model)
 
 
+@pytest.mark.parametrize("name", list(cu.models.STUDENTS))
+def test_students_expose_three_hookable_scales(name):
+    model = cu.models.create(name, seed=0)
+    widths = cu.models.STUDENTS[name].widths
+    with cu.hooks.capture(model, ["block1", "block2", "block3"]) as features:
+        model(torch.randn(2, 1, 28, 28))
+    assert [tuple(features[p].shape[1:]) for p in ("block1", "block2", "block3")] == [
+        (widths[0], 28, 28), (widths[1], 14, 14), (widths[2], 7, 7)]
+
+
 def test_stage_paths_have_matching_resolutions():
-    teacher, student = cu.models.create("teacher"), cu.models.create("student-s")
+    teacher, student = cu.models.create("teacher"), cu.models.create("cnn-9k")
     x = torch.randn(2, 1, 28, 28)
     with cu.hooks.capture(teacher, ["layer1", "layer2", "layer3"]) as t, \
             cu.hooks.capture(student, ["block1", "block2", "block3"]) as s:
@@ -43,12 +58,12 @@ def test_stage_paths_have_matching_resolutions():
 
 
 def test_unknown_model_name_lists_choices():
-    with pytest.raises(KeyError, match="student-m"):
+    with pytest.raises(KeyError, match="cnn-9k"):
         cu.models.create("resnet50")
 
 
 def test_same_seed_same_weights():
-    a, b = cu.models.create("student-m", seed=7), cu.models.create("student-m", seed=7)
+    a, b = cu.models.create("cnn-29k", seed=7), cu.models.create("cnn-29k", seed=7)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -107,7 +122,7 @@ def test_missing_or_broken_card_is_refused(weights_copy):
 def test_checkpoint_of_another_shape_is_refused(weights_copy):
     card = json.loads((weights_copy / cu.models.TEACHER_CARD).read_text())
     path = weights_copy / card["weights_file"]
-    torch.save(cu.models.create("student-s").state_dict(), path)
+    torch.save(cu.models.create("cnn-9k").state_dict(), path)
     card["sha256"] = cu.data.sha256(path)
     (weights_copy / cu.models.TEACHER_CARD).write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="does not fit"):
