@@ -161,7 +161,8 @@ def read_idx(path: Path) -> torch.Tensor:
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels ``(N, 28, 28)`` -> float32 ``(N, 1, 28, 28)``, standardised with MEAN and STD."""
-    return ((pixels.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+    images = pixels.float()  # one float copy, then standardised in place: no full-size temporaries
+    return images.div_(255.0).sub_(MEAN).div_(STD).unsqueeze(1)
 
 
 def denormalise(images: torch.Tensor) -> torch.Tensor:
@@ -186,10 +187,11 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None, sub
     pixels, labels = read_idx(folder / images_file), read_idx(folder / labels_file)
     if len(pixels) != len(labels):
         raise DataFileError(f"{folder}: {len(pixels)} images but {len(labels)} labels. {FIX}")
-    data = ImageSet(normalise(pixels), labels.long())
-    if subset is not None:
-        data, _ = stratified_split(data, subset, seed=seed)
-    return data
+    labels = labels.long()
+    if subset is None:
+        return ImageSet(normalise(pixels), labels)
+    index = stratified_indices(labels, subset, seed=seed)  # as stratified_split would pick, normalising only those
+    return ImageSet(normalise(pixels[index]), labels[index], index=index)
 
 
 def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:

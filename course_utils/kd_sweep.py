@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     everyone = [*models.STUDENTS, *models.BASELINES]
     parser.add_argument("--capacity", nargs="+", choices=everyone, default=everyone)
     parser.add_argument("--omit-classes", type=validate.non_negative_int, nargs="+", default=list(range(10)))
-    parser.add_argument("--omit-transfer", type=validate.positive_int, default=15_000,
+    parser.add_argument("--omit-transfer", type=validate.positive_int, default=10_000,
                         help="transfer images (before the class is removed)")
     parser.add_argument("--omit-epochs", type=validate.positive_int, default=3)
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
