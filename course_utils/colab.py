@@ -91,17 +91,30 @@ def _with_badge(markdown: str, badge: str) -> str:
     return f"{title}\n\n{badge}\n{rest}" if rest.strip() else f"{title}\n\n{badge}"
 
 
+def _setup_cell_of(cells: list[dict]) -> dict:
+    """The notebook's setup cell: its first code cell when that starts with "# Setup", else a new one put before it."""
+    code = _first(cells, "code")
+    if "".join(code["source"]).startswith("# Setup"):
+        return code
+    setup = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": []}
+    if "id" in code:  # nbformat >= 4.5 gives every cell an id
+        setup["id"] = "setup-" + code["id"][:20]
+    cells.insert(cells.index(code), setup)
+    return setup
+
+
 def sync_notebooks(paths: list[Path] | None = None, write: bool = False) -> list[str]:
     """Compare each notebook's badge and setup cell with the generated ones; with ``write``, rewrite them.
 
     Returns one line per notebook that differed (empty when all agree). The badge is the first
-    "Open in Colab" line of the first markdown cell; the setup cell is the first code cell.
+    "Open in Colab" line of the first markdown cell; the setup cell is the first code cell when it
+    starts with "# Setup" (a notebook without one gets one before its first code cell).
     """
     paths = sorted((REPO_DIR / "notebooks").glob("*.ipynb")) if paths is None else paths
     differences = []
     for path in paths:
         notebook = json.loads(path.read_text())
-        markdown, code = _first(notebook["cells"], "markdown"), _first(notebook["cells"], "code")
+        markdown, code = _first(notebook["cells"], "markdown"), _setup_cell_of(notebook["cells"])
         wanted_markdown = _with_badge("".join(markdown["source"]), colab_badge(path.name))
         wanted = {"Colab badge": (markdown, wanted_markdown), "setup cell": (code, setup_cell())}
         stale = [name for name, (cell, source) in wanted.items() if "".join(cell["source"]) != source]

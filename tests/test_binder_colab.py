@@ -178,6 +178,19 @@ def test_a_notebook_without_a_badge_gets_one_under_its_title(tmp_path):
     assert markdown == f"# 00 · A title\n\n{colab.colab_badge('00_welcome.ipynb')}\n\nSome text."
 
 
+def test_a_notebook_without_a_setup_cell_gets_one_and_keeps_its_first_code_cell(tmp_path):
+    notebook = json.loads(NOTEBOOKS[1].read_text())
+    first_code = next(i for i, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code")
+    notebook["cells"][first_code]["source"] = ["import course_utils as cu\n", "x = 1"]
+    path = tmp_path / NOTEBOOKS[1].name
+    path.write_text(json.dumps(notebook))
+    assert colab.sync_notebooks([path], write=True) == [f"{path.name}: out of step with course_utils.colab: setup cell"]
+    cells = json.loads(path.read_text())["cells"]
+    assert "".join(cells[first_code]["source"]) == colab.setup_cell()
+    assert "".join(cells[first_code + 1]["source"]) == "import course_utils as cu\nx = 1"
+    assert colab.sync_notebooks([path]) == []
+
+
 def test_colab_installs_exactly_the_course_dependencies_it_lacks():
     names = [Requirement(r).name.lower() for r in PROJECT["dependencies"]]
     assert set(colab.COLAB_PROVIDES) <= set(names), "COLAB_PROVIDES names a package the course does not use"
