@@ -6,6 +6,8 @@ where post-training quantization hurts, and pruning during distillation.
     python -m course_utils.export_sweep --sections prune
     python -m course_utils.export_sweep --seeds 1 --epochs 1 --train-subset 2000 --steps 20 --out /tmp/x.json  # smoke
 
+A cut run (fewer images, epochs, students, sparsities or steps) says why in ``--note "..."``, kept in the JSON.
+
 Sections:
 - ``students``: every student of ``cu.models.STUDENTS`` distilled with the course recipes (``cu.recipes.TRAINING``,
   ``cu.recipes.KD``) on the teacher's own training data, all 60,000 images, for ``--epochs`` epochs (notebook 02's
@@ -90,13 +92,20 @@ def fine_tune(model: nn.Module, train_set: data.ImageSet, logits: torch.Tensor, 
 
 def quantized(model: nn.Module, folder: Path, tag: str, calibration: torch.Tensor, test_set: data.ImageSet,
               variants: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """Export ``model`` to FP32 ONNX and quantize it (static, MinMax) once per variant; accuracy and sizes of each."""
+    """Export ``model`` to FP32 ONNX and quantize it (static, MinMax) once per variant; accuracy and sizes of each.
+
+    Accuracy runs on one onnxruntime thread, like the sweep's training (``OMP_NUM_THREADS=1``): on a shared machine
+    a pool of one thread per core competes with the other processes.
+    """
+    def accuracy(path: Path) -> float:
+        return export.onnx_accuracy(export.load_session(path, threads=1), test_set.images, test_set.labels)
+
     fp32 = export.export_onnx(model, folder / f"{tag}_fp32.onnx", test_set.images[:2], opset=OPSET)
-    result = {"fp32": {"accuracy": export.onnx_accuracy(fp32, test_set.images, test_set.labels),
+    result = {"fp32": {"accuracy": accuracy(fp32),
                        "bytes": export.model_size(fp32), "gzip_bytes": export.gzip_size(fp32)}}
     for variant, options in variants.items():
         path = export.quantize_static(fp32, folder / f"{tag}_{variant}.onnx", calibration, **options)
-        result[variant] = {"accuracy": export.onnx_accuracy(path, test_set.images, test_set.labels),
+        result[variant] = {"accuracy": accuracy(path),
                            "bytes": export.model_size(path), "gzip_bytes": export.gzip_size(path)}
     return result
 
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=_positive_int, default=300, help="fine-tuning steps of QAT and pruning")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the fine-tuning (cosine)")
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
+    parser.add_argument("--note", default="", help="why the settings differ from the defaults (kept in the JSON)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     if any(not 0 < s < 1 for s in args.sparsities):
@@ -145,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "training": dict(recipes.TRAINING), "kd": dict(recipes.KD), "seeds": seeds,
                    "train_images": len(train_set), "epochs": args.epochs, "test_images": len(test_set),
                    "calibration_images": CALIBRATION_IMAGES, "machine": machine(), "torch": torch.__version__})
+    if args.note:
+        result["note"] = args.note
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
