@@ -9,6 +9,7 @@ from . import (
     config,
     data,
     evaluate,
+    exercises,
     export,
     hooks,
     lm,
@@ -25,6 +26,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
+__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "hooks", "lm", "losses", "models", "models1d",
            "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
 __version__ = "0.1.0"
