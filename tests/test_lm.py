@@ -342,3 +342,13 @@ def test_shipped_ladder_is_complete_over_seeds_and_matches_the_teacher():
     for row in ladder["rows"]:
         assert row["seeds"] == seeds and len(row["bits_per_char"]) == len(seeds)
         assert all(len(values) == len(seeds) for values in row["exact_match"].values())
+
+
+@pytest.mark.parametrize("argv, words", [(["--seeds", "-1"], "--seeds: expected an integer >= 0"),
+                                         (["--seeds", "1", "1"], "repeats a seed")])
+def test_lm_sweep_refuses_bad_seeds(capsys, argv, words):
+    from course_utils import lm_sweep
+
+    with pytest.raises(SystemExit) as stopped:
+        lm_sweep.main([*argv, "--out", "/nonexistent/never-written"])
+    assert stopped.value.code == 2 and words in capsys.readouterr().err
