@@ -21,10 +21,11 @@ from . import (
     schedule,
     text,
     train,
+    transfer,
     vibration,
     widgets,
 )
 
 __all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
+           "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "vibration", "widgets"]
 __version__ = "0.1.0"
