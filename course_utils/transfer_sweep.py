@@ -23,7 +23,8 @@ Sections:
 
 Arms shared by sections are trained once. Seeds are 100, 101, ... (notebook 02b's live seeds are 0, 1, 2); the
 transfer sets themselves are built with seed 0, so the seeds vary only the training. The JSON is rewritten after
-every arm, and a rerun with the same settings keeps the arms it already holds (an interrupted sweep resumes).
+every arm, and a rerun keeps the arms it already holds when only step budgets or sizes changed (an interrupted
+sweep resumes; every arm's key names its set and its steps, e.g. ``real-5000@2000``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 from . import data, evaluate, models, recipes, report, train, transfer
 
 SWEEP_FILE, COMMAND, DATA_SEED = transfer.SWEEP_FILE, transfer.SWEEP_COMMAND, transfer.DATA_SEED
-SECTIONS = ("quality", "size", "consistency", "schedule", "bias")
+SECTIONS = ("quality", "consistency", "bias", "size", "schedule")  # the order they run in
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [100 + i for i in range(args.seeds)]
 
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    same = previous.get("settings") == settings and previous.get("seeds") == seeds and \
+    budgets = ("steps", "short_steps", "patient_steps", "sizes", "sections")  # part of every arm's key, e.g. real-5000@2000
+
+    def defining(values: dict) -> dict:
+        return {key: value for key, value in values.items() if key not in budgets}
+
+    same = defining(previous.get("settings", {})) == defining(settings) and previous.get("seeds") == seeds and \
         previous.get("teacher_sha256") == models.teacher_card()["sha256"]
     result: dict = previous if same else {}
     commands = result.get("commands", []) + [COMMAND + (" " + " ".join(argv) if argv else "")]

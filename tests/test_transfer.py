@@ -148,3 +148,16 @@ def test_confidence_and_memory():
     assert cu.transfer.tensor_megabytes(torch.zeros(1000, 10), torch.zeros(500, dtype=torch.float64)) == 0.044
     with pytest.raises(ValueError, match=r"\(N, classes\)"):
         cu.transfer.confidence(logits[0])
+
+
+def test_the_rebalancing_exercise_check():
+    def untouched(teacher_logits):
+        raise NotImplementedError
+
+    def per_image_inverse_count(teacher_logits):  # forgets to share the weight equally among classes
+        predicted = teacher_logits.argmax(1)
+        return 1.0 / torch.bincount(predicted, minlength=teacher_logits.shape[1]).double()[predicted]
+
+    assert cu.checks.check_rebalancing_weights(untouched).status == "not attempted"
+    assert cu.checks.check_rebalancing_weights(per_image_inverse_count).status == "wrong"
+    assert cu.checks.check_rebalancing_weights(cu.transfer.rebalancing_weights).passed
