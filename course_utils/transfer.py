@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from . import config, data, recipes, report, train
+from . import config, data, losses, recipes, report, train
 
 ImageTransform = Callable[..., torch.Tensor]
 SWEEP_FILE = config.REPO_DIR / "results" / "transfer_sweep.json"
@@ -213,6 +214,28 @@ def rebalanced_indices(teacher_logits: torch.Tensor, seed: int, size: int | None
     return torch.multinomial(weights, size, replacement=True, generator=torch.Generator().manual_seed(seed))
 
 
+def transfer_kd_step(temperature: float = recipes.KD["temperature"], alpha: float = recipes.KD["alpha"]) -> train.LossFn:
+    """A ``loss_fn`` on ``(images, labels, teacher_logits, is_labelled)`` batches: the course's KD on a transfer set.
+
+        alpha * T^2 KL(softmax(v / T) || softmax(z / T))   averaged over every image of the batch
+        + (1 - alpha) * CE(y, softmax(z))                   averaged over its labelled images
+
+    (Hinton et al. 2015: the teacher labels the transfer set softly, the true labels add a hard term where
+    they exist). On a batch of labelled images only it is exactly ``cu.losses.kd_loss`` with the same
+    ``temperature`` and ``alpha``, notebook 02's KD; the transfer set's labels are never read.
+    """
+
+    def step(model: nn.Module, batch: tuple) -> torch.Tensor:
+        images, labels, teacher_logits, is_labelled = batch
+        student_logits = model(images)
+        soft = losses.kd_loss(student_logits, teacher_logits, None, temperature=temperature, alpha=1.0)
+        if not is_labelled.any():  # a batch without labels: the soft term alone
+            return alpha * soft
+        return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits[is_labelled], labels[is_labelled])
+
+    return step
+
+
 def transfer_loader(labelled: data.ImageSet, labelled_logits: torch.Tensor, transfer_images: torch.Tensor | None,
                     transfer_logits: torch.Tensor | None, seed: int) -> torch.utils.data.DataLoader:
     """Batches ``(images, labels, teacher_logits, is_labelled)`` over the labelled images plus a transfer set.
@@ -248,8 +271,8 @@ def distil(model: nn.Module, labelled: data.ImageSet, labelled_logits: torch.Ten
            steps: int, seed: int, loss_fn: train.LossFn | None = None) -> nn.Module:
     """Train ``model`` for exactly ``steps`` optimizer steps on the labelled images plus a transfer set.
 
-    The loss defaults to :func:`cu.recipes.low_label_step`: ``T^2 KL(p_T || q_T)`` on every image plus
-    cross-entropy on the labelled ones, ``T`` from ``cu.recipes.KD``; pass ``cu.train.cross_entropy_step``
+    The loss defaults to :func:`transfer_kd_step` with the course recipe ``cu.recipes.KD``: ``alpha T^2 KL``
+    on every image plus ``(1 - alpha)`` cross-entropy on the labelled ones; pass ``cu.train.cross_entropy_step``
     (and no transfer set) for the scratch student. The optimiser and batch are ``cu.recipes.TRAINING``'s,
     the learning rate follows a cosine over ``steps``, so every arm of a comparison has the same budget.
     Returns the trained model in eval mode.
@@ -257,7 +280,7 @@ def distil(model: nn.Module, labelled: data.ImageSet, labelled_logits: torch.Ten
     _check_count(steps, "steps")
     loader = transfer_loader(labelled, labelled_logits, transfer_images, transfer_logits, seed)
     epochs = -(-steps // len(loader))
-    train.fit(model, loader, epochs=epochs, max_steps=steps, loss_fn=loss_fn or recipes.low_label_step(), seed=seed,
+    train.fit(model, loader, epochs=epochs, max_steps=steps, loss_fn=loss_fn or transfer_kd_step(), seed=seed,
               lr=recipes.TRAINING["lr"], progress=False)
     return model
 

@@ -7,9 +7,9 @@
 
 Every arm trains the course's default student (``cu.models.DEFAULT_STUDENT``) with ``cu.recipes.TRAINING`` on the
 2,000 stratified labelled images of notebook 02 (``cu.data.stratified_split(full_train, 2000, seed=0)``) plus
-a transfer set, with :func:`cu.transfer.distil` (``cu.recipes.low_label_step``: the teacher's soft targets at
-``cu.recipes.KD``'s temperature on every image, cross-entropy on the labelled ones) for exactly ``steps``
-optimizer steps, and reports its last-step test accuracy and per-class accuracies.
+a transfer set, with :func:`cu.transfer.distil` (:func:`cu.transfer.transfer_kd_step` with the course recipe
+``cu.recipes.KD``: the teacher's soft targets on every image, cross-entropy on the labelled ones) for exactly
+``steps`` optimizer steps, and reports its last-step test accuracy and per-class accuracies.
 
 Sections:
 - ``quality``: scratch (labels only, cross-entropy), labelled only (KD), and KD plus ``--transfer-images`` real
@@ -81,7 +81,7 @@ def _settings(args: argparse.Namespace, rest: int) -> dict:
         raise SystemExit("transfer_sweep: " + "; ".join(problems))
     keys = ("student", "labels", "steps", "short_steps", "patient_steps", "transfer_images", "sizes", "views",
             "crop_scale", "rare_classes", "keep_fraction")
-    return {**{key: getattr(args, key) for key in keys}, "kd_temperature": recipes.KD["temperature"],
+    return {**{key: getattr(args, key) for key in keys}, "kd": dict(recipes.KD),
             "training": dict(recipes.TRAINING), "data_seed": DATA_SEED}
 
 
@@ -104,9 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
     def defining(values: dict) -> dict:
         return {key: value for key, value in values.items() if key not in budgets}
 
-    same = defining(previous.get("settings", {})) == defining(settings) and previous.get("seeds") == seeds and \
-        previous.get("teacher_sha256") == models.teacher_card()["sha256"]
-    result: dict = previous if same else {}
+    same = previous.get("seeds") == seeds and previous.get("teacher_sha256") == models.teacher_card()["sha256"]
+    result: dict = {}
+    if same and defining(previous["settings"]) == defining(settings):
+        result = previous
+    elif same and defining({**previous["settings"], "kd": None}) == defining({**settings, "kd": None}):
+        # only the KD recipe changed: the scratch student never saw the teacher, keep it
+        result = {**previous, "arms": {k: v for k, v in previous["arms"].items() if v["set"] == "scratch"},
+                  "sets": {}, "sections": {}, "arm_seconds": sum(v["seconds"] for v in previous["arms"].values()
+                                                                 if v["set"] == "scratch")}
     commands = result.get("commands", []) + [COMMAND + (" " + " ".join(argv) if argv else "")]
     result.update({"command": " ; ".join(dict.fromkeys(commands)), "commands": list(dict.fromkeys(commands)),
                    "seeds": seeds, "settings": settings, "teacher_accuracy": teacher_accuracy,

@@ -161,3 +161,20 @@ def test_the_rebalancing_exercise_check():
     assert cu.checks.check_rebalancing_weights(untouched).status == "not attempted"
     assert cu.checks.check_rebalancing_weights(per_image_inverse_count).status == "wrong"
     assert cu.checks.check_rebalancing_weights(cu.transfer.rebalancing_weights).passed
+
+
+def test_transfer_kd_step_is_the_course_kd_on_labelled_images_and_never_reads_transfer_labels(small_train):
+    generator = torch.Generator().manual_seed(0)
+    model = cu.models.create("cnn-2k", seed=0).eval()  # eval: batch norm does not depend on the batch
+    images, labels = small_train.images[:12], small_train.labels[:12]
+    teacher_logits = torch.randn(12, 10, generator=generator) * 3
+    step = cu.transfer.transfer_kd_step(temperature=8.0, alpha=0.75)
+    all_labelled = (images, labels, teacher_logits, torch.ones(12, dtype=torch.bool))
+    expected = cu.losses.kd_loss(model(images), teacher_logits, labels, temperature=8.0, alpha=0.75)
+    assert torch.allclose(step(model, all_labelled), expected, atol=1e-6)
+    is_labelled = torch.arange(12) < 5
+    scrambled = torch.where(is_labelled, labels, (labels + 3) % 10)  # other labels on the unlabelled images
+    first = step(model, (images, labels, teacher_logits, is_labelled))
+    assert torch.allclose(first, step(model, (images, scrambled, teacher_logits, is_labelled)))
+    soft_only = step(model, (images, labels, teacher_logits, torch.zeros(12, dtype=torch.bool)))
+    assert torch.allclose(soft_only, 0.75 * cu.losses.kd_loss(model(images), teacher_logits, None, 8.0, alpha=1.0))
