@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=int, default=2_000, help="labelled images (stratified, seed 0)")
     parser.add_argument("--steps", type=int, default=2_000, help="the main step budget of every comparison")
     parser.add_argument("--short-steps", type=int, default=960, help="notebook 02's budget: 30 epochs of 2,000 images")
-    parser.add_argument("--patient-steps", type=int, default=6_000)
+    parser.add_argument("--patient-steps", type=int, default=4_000, help="about 4 times the short budget")
     parser.add_argument("--transfer-images", type=int, default=20_000, help="images of each quality / bias set")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2_000, 5_000, 20_000, 58_000],
                         help="real unlabelled images added in the size section (besides 0)")

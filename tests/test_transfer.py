@@ -178,3 +178,37 @@ def test_transfer_kd_step_is_the_course_kd_on_labelled_images_and_never_reads_tr
     assert torch.allclose(first, step(model, (images, scrambled, teacher_logits, is_labelled)))
     soft_only = step(model, (images, labels, teacher_logits, torch.zeros(12, dtype=torch.bool)))
     assert torch.allclose(soft_only, 0.75 * cu.losses.kd_loss(model(images), teacher_logits, None, 8.0, alpha=1.0))
+
+
+def test_sweep_keeps_per_seed_values_and_resumes(tmp_path):
+    import course_utils.transfer_sweep as sweep_program
+
+    out = tmp_path / "sweep.json"
+    common = ["--seeds", "2", "--short-steps", "2", "--patient-steps", "3", "--transfer-images", "400", "--sizes", "100",
+              "--out", str(out)]
+    first = sweep_program.main(["--sections", "bias", "--steps", "2", *common])
+    assert first["sections"]["bias"][1:] == ["biased@2", "rebalanced@2", "missing@2"]
+    for key in first["sections"]["bias"]:
+        run = first["arms"][key]
+        assert len(run["values"]) == 2 and len(run["per_class"]) == 2 and len(run["per_class"][0]) == 10
+        assert run["mean"] == pytest.approx(sum(run["values"]) / 2)
+    assert first["bias_sets"]["missing"]["true_counts"][2] == 0 and first["settings"]["kd"] == dict(cu.recipes.KD)
+    second = sweep_program.main(["--sections", "size", "--steps", "3", *common])  # another budget: the bias arms stay
+    assert set(first["arms"]) < set(second["arms"]) and second["sections"]["size"] == ["labelled@3", "real-100@3"]
+    assert second["arms"]["biased@2"]["values"] == first["arms"]["biased@2"]["values"]
+    assert cu.transfer.sweep_arm(cu.transfer.load_sweep(out), "real-100@3")["transfer_images"] == 100
+    with pytest.raises(KeyError, match="rerun"):
+        cu.transfer.sweep_arm(second, "real-100@2")
+    with pytest.raises(SystemExit, match="--sizes"):
+        sweep_program.main(["--sizes", "0", "--out", str(out)])
+
+
+def test_the_committed_sweep_uses_the_course_recipe_and_keeps_every_seed():
+    sweep = cu.transfer.load_sweep()
+    assert sweep["settings"]["kd"] == dict(cu.recipes.KD), (
+        "results/transfer_sweep.json was made with another KD recipe: rerun `python -m course_utils.transfer_sweep`")
+    assert sweep["settings"]["student"] == cu.models.DEFAULT_STUDENT and sweep["seeds"] == [100, 101, 102]
+    for key, run in sweep["arms"].items():
+        assert len(run["values"]) == len(sweep["seeds"]) == len(run["per_class"]), key
+    for section in ("quality", "size", "consistency", "schedule", "bias"):
+        assert all(key in sweep["arms"] for key in sweep["sections"][section]), section
