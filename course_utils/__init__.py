@@ -9,6 +9,7 @@ from . import (
     config,
     data,
     evaluate,
+    exercises,
     export,
     hooks,
     lm,
@@ -22,10 +23,11 @@ from . import (
     text,
     train,
     transfer,
+    validate,
     vibration,
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "vibration", "widgets"]
+__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "hooks", "lm", "losses", "models", "models1d",
+           "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

@@ -6,17 +6,34 @@ Convention (as in Hinton et al. 2015 and RepDistiller): ``alpha`` weights the so
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validate
 
-def _check_temperature(temperature: float) -> None:
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}.")
-    if not 0 < temperature < float("inf"):
-        raise ValueError(f"temperature must be > 0 and finite, got {temperature}: T = 1 is the plain softmax, "
-                         "larger T softens it (typical values 2 to 8).")
+
+def _check_temperature(temperature: float) -> float:
+    return validate.in_range(temperature, "temperature", 0.0, None, low_open=True,
+                             hint="T = 1 is the plain softmax, larger T softens it (typical values 2 to 8).")
+
+
+def _check_logits(logits: torch.Tensor, name: str) -> int:
+    """Refuse empty, non-finite or single-class logits; return the number of classes."""
+    classes = validate.class_axis(logits, name)
+    validate.non_empty(logits, name, hint="Pass a batch with at least one example.")
+    validate.all_finite(logits, name)
+    return classes
+
+
+def _warn_if_probabilities(teacher_logits: torch.Tensor) -> None:
+    """Warn when every row is non-negative and sums to 1: softmax outputs passed where logits belong."""
+    if bool(teacher_logits.min() >= 0) and bool((teacher_logits.sum(-1) - 1).abs().max() < 1e-3):
+        warnings.warn("teacher_logits look like probabilities (every row is >= 0 and sums to 1): kd_loss applies "
+                      "softmax(t / T) itself, so softened probabilities give a different, flatter target. Pass the "
+                      "teacher's raw logits (its output before softmax).", stacklevel=3)
 
 
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -25,9 +42,9 @@ def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network", eq. (1).
     T = 1 is the ordinary softmax; T -> infinity tends to the uniform distribution.
     """
-    _check_temperature(temperature)
-    if logits.ndim < 1 or logits.shape[-1] < 2:
-        raise ValueError(f"logits need a class axis of size >= 2 (last axis), got shape {tuple(logits.shape)}.")
+    temperature = _check_temperature(temperature)
+    validate.class_axis(logits, "logits")
+    validate.all_finite(logits, "logits")
     return F.softmax(logits / temperature, dim=-1)
 
 
@@ -43,13 +60,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     averaged over like the batch. ``targets`` may be ``None`` only when ``alpha == 1``
     (a transfer set without labels).
     """
-    _check_temperature(temperature)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (the weight of the soft term), got {alpha}.")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape (same batch, same classes).")
-    classes = student_logits.shape[-1]
+    temperature = _check_temperature(temperature)
+    alpha = validate.in_range(alpha, "alpha", 0.0, 1.0, hint="alpha is the weight of the soft (teacher) term.")
+    validate.matching_shapes(student_logits, teacher_logits, ("student_logits", "teacher_logits"),
+                             hint="Same batch, same classes.")
+    classes = _check_logits(student_logits, "student_logits")
+    _check_logits(teacher_logits, "teacher_logits")
+    _warn_if_probabilities(teacher_logits)
     student_flat = student_logits.reshape(-1, classes)
     teacher_flat = teacher_logits.reshape(-1, classes).detach()
     soft = F.kl_div(F.log_softmax(student_flat / temperature, dim=-1),
@@ -81,7 +98,10 @@ class HintAdapter(nn.Sequential):
     """
 
     def __init__(self, student_channels: int, teacher_channels: int, kernel_size: int = 1):
-        if kernel_size < 1 or kernel_size % 2 == 0:
+        student_channels = validate.integer(student_channels, "student_channels", minimum=1)
+        teacher_channels = validate.integer(teacher_channels, "teacher_channels", minimum=1)
+        kernel_size = validate.integer(kernel_size, "kernel_size", minimum=1)
+        if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (1, 3, 5 ...) to keep the resolution, got {kernel_size}.")
         super().__init__(nn.Conv2d(student_channels, teacher_channels, kernel_size, padding=kernel_size // 2, bias=False),
                          nn.BatchNorm2d(teacher_channels))
@@ -89,6 +109,7 @@ class HintAdapter(nn.Sequential):
 
 def align_spatial(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(B, C, H, W)`` features to ``size``: average pooling to shrink, bilinear to grow."""
+    size = tuple(validate.integer(side, "size (height, width)", minimum=1) for side in size)
     if tuple(features.shape[-2:]) == tuple(size):
         return features
     if features.shape[-2] >= size[0] and features.shape[-1] >= size[1]:
@@ -102,6 +123,9 @@ def _check_features(student_features: torch.Tensor, teacher_features: torch.Tens
                          f"and teacher {tuple(teacher_features.shape)}.")
     if student_features.shape[0] != teacher_features.shape[0]:
         raise ValueError(f"batch sizes differ: student {student_features.shape[0]}, teacher {teacher_features.shape[0]}.")
+    for features, name in ((student_features, "student_features"), (teacher_features, "teacher_features")):
+        validate.non_empty(features, name, hint="Pass a batch with at least one example.")
+        validate.all_finite(features, name)
 
 
 def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
@@ -114,12 +138,18 @@ def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
     ``align=True`` resizes the student's maps to the teacher's resolution.
     """
     _check_features(student_features, teacher_features)
+    student_channels, teacher_channels = student_features.shape[1], teacher_features.shape[1]
+    fix = (f"Use adapter=cu.losses.HintAdapter({student_channels}, {teacher_channels}) (student channels, teacher "
+           "channels) and train it with the student.")
     if adapter is not None:
+        conv = next((m for m in adapter.modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is not None and conv.in_channels != student_channels:
+            raise ValueError(f"the adapter takes {conv.in_channels} input channels but the student's features have "
+                             f"{student_channels}. {fix}")
         student_features = adapter(student_features)
-    if student_features.shape[1] != teacher_features.shape[1]:
-        raise ValueError(f"channel mismatch: student {student_features.shape[1]}, teacher "
-                         f"{teacher_features.shape[1]}. Pass adapter=cu.losses.HintAdapter("
-                         f"{student_features.shape[1]}, {teacher_features.shape[1]}) and train it with the student.")
+    if student_features.shape[1] != teacher_channels:
+        what = "the adapter's output" if adapter is not None else "student"
+        raise ValueError(f"channel mismatch: {what} {student_features.shape[1]}, teacher {teacher_channels}. {fix}")
     if student_features.shape[-2:] != teacher_features.shape[-2:]:
         if not align:
             raise ValueError(f"resolution mismatch: student {tuple(student_features.shape[-2:])}, teacher "
@@ -138,9 +168,11 @@ def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """
     if features.ndim != 4:
         raise ValueError(f"features must be (B, C, H, W), got shape {tuple(features.shape)}.")
-    if not p > 0:
-        raise ValueError(f"p must be > 0 (the paper uses p = 2), got {p}.")
-    return F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)
+    p = validate.in_range(p, "p", 0.0, None, low_open=True, hint="The paper uses p = 2.")
+    attention = F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)  # (B, H*W)
+    validate.all_finite(attention, f"the attention map (p = {p:g})",
+                        hint="|A|^p overflowed or the features hold NaN: use a smaller p (the paper uses 2).")
+    return attention
 
 
 def at_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, p: float = 2.0,
@@ -158,3 +190,33 @@ def at_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, p: f
                              f"{tuple(teacher_features.shape[-2:])}. Pass align=True or pair layers of the same resolution.")
         student_features = align_spatial(student_features, tuple(teacher_features.shape[-2:]))
     return (attention_map(student_features, p) - attention_map(teacher_features.detach(), p)).pow(2).mean()
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats over the last axis, ``H(p) = -sum_i p_i log p_i``, with ``0 log 0 = 0``; shape ``(...)``.
+
+    0 for a one-hot distribution, ``log C`` for the uniform one over ``C`` classes (Shannon 1948).
+    """
+    if probabilities.ndim < 1:
+        raise ValueError("probabilities need a class axis (the last one), got a 0-d tensor.")
+    if not torch.isfinite(probabilities).all() or (probabilities < 0).any():
+        raise ValueError("probabilities must be finite and >= 0 (e.g. cu.losses.soft_targets(logits, T)); "
+                         "pass probabilities, not logits or log-probabilities.")
+    return -torch.special.xlogy(probabilities, probabilities).sum(dim=-1)
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``KL(p || q)`` per position, ``(...)``: ``p = softmax(t / T)`` (teacher), ``q = softmax(s / T)`` (student),
+
+        KL(p || q) = sum_v p_v (log p_v - log q_v),  summed over the last (class or vocabulary) axis only.
+
+    No ``T^2`` factor and no mean: :func:`kd_loss`'s soft term is ``T^2`` times its average over positions
+    (Hinton et al. 2015; per token in Kim and Rush 2016's word-level distillation).
+    """
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape.")
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
