@@ -281,18 +281,3 @@ def check_budget_choice(answer: Any, expected: str) -> CheckResult:
                        hint="keep the models that pass all three limits, then take the most accurate of them "
                             "(use the `entries` list, not the plot, and mind the units: KB and ms).")
 
-
-# --- notebook 02b: transfer sets ---
-def check_rebalancing_weights(learner_fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
-    """Exercise (02b): ``learner_fn(teacher_logits)`` -> per-image weights giving every predicted class the same total."""
-    from .transfer import rebalancing_weights
-
-    generator = torch.Generator().manual_seed(21)
-    one_hot = torch.nn.functional.one_hot(torch.tensor([0, 0, 0, 1, 2, 2]), 4).float() * 5  # class 3 never predicted
-    skewed = torch.randn(200, 10, generator=generator)
-    skewed[:150, 0] += 4.0  # the teacher files most images under class 0
-    cases = [(one_hot,), (torch.randn(50, 10, generator=generator),), (skewed,)]
-    return check_function("rebalancing weights", learner_fn, rebalancing_weights, cases, atol=1e-6,
-                          hint="take each image's predicted class (argmax), count the images per class, give each "
-                               "image 1 / (its class's count) and normalise so the weights sum to 1; a class the "
-                               "teacher never predicts has no images and gets no share.")

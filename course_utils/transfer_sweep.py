@@ -17,7 +17,7 @@ Sections:
 - ``size``: KD plus 0 ... 58,000 real unlabelled images (nested subsets of one fixed order).
 - ``consistency``: KD plus ``--views`` fixed augmented views (crop + flip) of every labelled image, with the teacher's
   logits of the same view ("consistent") or of the un-augmented image ("fixed teacher").
-- ``schedule``: labelled only, real unlabelled, fixed and consistent at a short, the main and a patient budget.
+- ``schedule``: labelled only (no augmentation), fixed and consistent teacher at a short, the main and a patient budget.
 - ``bias``: a transfer set that keeps ``--keep-fraction`` of ``--rare-classes`` (and one that misses them),
   against a balanced set of the same size, and the biased set rebalanced by the teacher's predicted class.
 
@@ -41,7 +41,7 @@ import torch
 from . import data, evaluate, models, recipes, report, train, transfer
 
 SWEEP_FILE, COMMAND, DATA_SEED = transfer.SWEEP_FILE, transfer.SWEEP_COMMAND, transfer.DATA_SEED
-SECTIONS = ("quality", "consistency", "bias", "size", "schedule")  # the order they run in
+SECTIONS = ("consistency", "quality", "bias", "size", "schedule")  # the order they run in
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
         "size": [("labelled", s)] + [(f"real-{size}", s) for size in args.sizes],
         "consistency": [("labelled", s), (f"fixed-k{k}", s), (f"consistent-k{k}", s)],
         "schedule": [(name, steps) for steps in (short, s, patient)
-                     for name in ("labelled", f"real-{n}", f"fixed-k{k}", f"consistent-k{k}")],
+                     for name in ("labelled", f"fixed-k{k}", f"consistent-k{k}")],
         "bias": [(f"balanced-{len(rare_kept)}", s), ("biased", s), ("rebalanced", s), ("missing", s)],
     }
     for section in args.sections:

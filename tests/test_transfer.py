@@ -150,19 +150,6 @@ def test_confidence_and_memory():
         cu.transfer.confidence(logits[0])
 
 
-def test_the_rebalancing_exercise_check():
-    def untouched(teacher_logits):
-        raise NotImplementedError
-
-    def per_image_inverse_count(teacher_logits):  # forgets to share the weight equally among classes
-        predicted = teacher_logits.argmax(1)
-        return 1.0 / torch.bincount(predicted, minlength=teacher_logits.shape[1]).double()[predicted]
-
-    assert cu.checks.check_rebalancing_weights(untouched).status == "not attempted"
-    assert cu.checks.check_rebalancing_weights(per_image_inverse_count).status == "wrong"
-    assert cu.checks.check_rebalancing_weights(cu.transfer.rebalancing_weights).passed
-
-
 def test_transfer_kd_step_is_the_course_kd_on_labelled_images_and_never_reads_transfer_labels(small_train):
     generator = torch.Generator().manual_seed(0)
     model = cu.models.create("cnn-2k", seed=0).eval()  # eval: batch norm does not depend on the batch
