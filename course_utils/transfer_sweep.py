@@ -4,6 +4,7 @@
     python -m course_utils.transfer_sweep --sections quality size   # some sections only (merged into --out)
     python -m course_utils.transfer_sweep --seeds 1 --steps 20 --short-steps 10 --patient-steps 30 \\
         --sizes 100 300 --transfer-images 300 --views 2 --out /tmp/smoke.json   # a smoke run in a minute
+    python -m course_utils.transfer_sweep --sections quality --sets noise   # some arms only (those already made stay)
 
 Every arm trains the course's default student (``cu.models.DEFAULT_STUDENT``) with ``cu.recipes.TRAINING`` on the
 2,000 stratified labelled images of notebook 02 (``cu.data.stratified_split(full_train, 2000, seed=0)``) plus
@@ -60,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rare-classes", type=int, nargs="+", default=[2, 4, 6], help="under-represented classes")
     parser.add_argument("--keep-fraction", type=float, default=0.05, help="share of the rare classes kept")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sets", nargs="+", default=None,
+                        help="train only the arms of these kinds of set (scratch, labelled, real, mixed, noise, shuffled, "
+                             "fixed, consistent, balanced, biased, rebalanced, missing); a section then lists the arms "
+                             "it trained or already held")
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
     return parser
 
@@ -215,8 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
                      for name in ("labelled", f"fixed-k{k}", f"consistent-k{k}")],
         "bias": [(f"balanced-{len(rare_kept)}", s), ("biased", s), ("rebalanced", s), ("missing", s)],
     }
+    def wanted(name: str, steps: int) -> bool:
+        return args.sets is None or name.split("-")[0] in args.sets or f"{name}@{steps}" in result["arms"]
+
     for section in args.sections:
-        result["sections"][section] = [arm(name, steps) for name, steps in plan[section]]
+        result["sections"][section] = [arm(name, steps) for name, steps in plan[section] if wanted(name, steps)]
         if section == "consistency":
             images, consistent, fixed = view_cache.get("all") or views()
             result["view_cache"] = _describe_views(images, consistent, fixed, labelled.labels, args.views)

@@ -184,6 +184,8 @@ def test_sweep_keeps_per_seed_values_and_resumes(tmp_path):
     assert set(first["arms"]) < set(second["arms"]) and second["sections"]["size"] == ["labelled@3", "real-100@3"]
     assert second["arms"]["biased@2"]["values"] == first["arms"]["biased@2"]["values"]
     assert cu.transfer.sweep_arm(cu.transfer.load_sweep(out), "real-100@3")["transfer_images"] == 100
+    third = sweep_program.main(["--sections", "quality", "--steps", "3", "--sets", "real", *common])  # one kind of set
+    assert third["sections"]["quality"] == ["labelled@3", "real-400@3"] and "noise-400@3" not in third["arms"]
     with pytest.raises(KeyError, match="rerun"):
         cu.transfer.sweep_arm(second, "real-100@2")
     with pytest.raises(SystemExit, match="--sizes"):
@@ -197,5 +199,7 @@ def test_the_committed_sweep_uses_the_course_recipe_and_keeps_every_seed():
     assert sweep["settings"]["student"] == cu.models.DEFAULT_STUDENT and sweep["seeds"] == [100, 101, 102]
     for key, run in sweep["arms"].items():
         assert len(run["values"]) == len(sweep["seeds"]) == len(run["per_class"]), key
-    for section in ("quality", "size", "consistency", "schedule", "bias"):
-        assert all(key in sweep["arms"] for key in sweep["sections"][section]), section
+    for section, keys in sweep["sections"].items():
+        assert all(key in sweep["arms"] for key in keys), section
+    for key in ("scratch@2000", "labelled@2000", "real-20000@2000", "fixed-k8@2000", "consistent-k8@2000"):
+        assert key in sweep["arms"], f"notebook 02b reads {key}"
