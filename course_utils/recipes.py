@@ -154,9 +154,12 @@ def omitted_class_splits(full_train: data.ImageSet, transfer_images: int,
                          validation_images: int = 5_000) -> tuple[data.ImageSet, data.ImageSet]:
     """The omitted-class experiment's data: a validation split (stratified, seed 1) for choosing the bias
     shift, and a transfer set of ``transfer_images`` (seed 0) from the rest of the training split."""
-    validation, rest = data.stratified_split(full_train, validation_images, seed=1)
+    held_out = data.stratified_indices(full_train.labels, validation_images, seed=1)
+    is_rest = torch.ones(len(full_train), dtype=torch.bool)
+    is_rest[held_out] = False
+    rest = is_rest.nonzero().flatten()  # indices only: copying the rest's images would cost ~170 MB for nothing
     order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(0))
-    return validation, rest.subset(order[:transfer_images])
+    return full_train.subset(held_out), full_train.subset(rest[order[:transfer_images]])
 
 
 def omitted_class(model: nn.Module, transfer: data.ImageSet, validation: data.ImageSet, test_set: data.ImageSet,

@@ -303,7 +303,11 @@ def book() -> Path:
         if not executed.is_file():
             print(f"executing {path.name} (default mode) ...", flush=True)
             execute(path, "default")
-        html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        notebook = nbformat.read(executed, as_version=4)
+        # The book is read offline and without a kernel: drop the saved widget state so that each
+        # cu.widgets.explore output shows its static figure (the widget view needs a script from a CDN).
+        notebook.metadata.pop("widgets", None)
+        html, _ = HTMLExporter().from_notebook_node(notebook)
         (out / f"{path.stem}.html").write_text(html)
         links.append(f'<li><a href="{path.stem}.html">{path.stem}</a></li>')
     (out / "index.html").write_text("<h1>Distilling for the Edge</h1><ul>" + "".join(links) + "</ul>")

@@ -1,19 +1,26 @@
-"""Widgets with a static fallback.
+"""Widgets with one figure: live where a widget frontend runs, static everywhere else.
 
-:func:`explore` first calls the plain function once with the default values, so the
-notebook shows a static result headless, in CI and in a static viewer; then, when a widget
-frontend can be used, it adds the interactive version. Slow work belongs in a precomputed
+:func:`explore` shows a plain function's result under a few controls. The cell gets a single
+output whose preferred form is the live widget (controls above the function's output) and whose
+fallback, for a viewer without a widget manager (nbconvert's HTML, a static viewer, a terminal),
+is the static result at the default values. So JupyterLab, VS Code and Colab show one live
+figure, and a static rendering shows one static figure. Slow work belongs in a precomputed
 table: never retrain a network on a slider move.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import matplotlib.pyplot as plt
 
 from . import validate
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _default(control: Any) -> Any:
@@ -25,6 +32,48 @@ def _default(control: Any) -> Any:
     if hasattr(control, "value"):
         return control.value
     return control
+
+
+def _render(fn: Callable[..., Any], values: dict[str, Any]) -> Any:
+    """Call ``fn(**values)`` and capture what it prints and the figures it draws (an IPython ``CapturedIO``)."""
+    from IPython.utils.capture import capture_output
+
+    before = set(plt.get_fignums())
+    with capture_output(stdout=True, stderr=False, display=True) as captured:
+        fn(**values)
+        plt.show()  # the inline backend displays (and closes) the figures fn drew: captured above
+    for number in set(plt.get_fignums()) - before:  # no inline backend (a script): close fn's figures here
+        plt.close(number)
+    return captured
+
+
+def static_bundle(captured: Any) -> dict[str, str]:
+    """A ``text/html`` and ``text/plain`` rendering of captured output: printed text, then figures as PNGs."""
+    parts_html, parts_text = [], []
+    if captured.stdout:
+        parts_html.append(f"<pre>{html.escape(captured.stdout)}</pre>")
+        parts_text.append(captured.stdout.rstrip("\n"))
+    for output in captured.outputs:
+        data, metadata = output.data, output.metadata or {}
+        if "image/png" in data:
+            png = data["image/png"]
+            png = png if isinstance(png, str) else base64.b64encode(png).decode("ascii")
+            width = (metadata.get("image/png") or {}).get("width")
+            size = f' width="{int(width)}"' if width else ""
+            parts_html.append(f'<img src="data:image/png;base64,{png.strip()}"{size}/>')
+        elif "text/html" in data:
+            parts_html.append(data["text/html"])
+        else:
+            parts_html.append(f"<pre>{html.escape(data.get('text/plain', ''))}</pre>")
+        parts_text.append(data.get("text/plain", ""))
+    return {"text/html": "<div>" + "\n".join(parts_html) + "</div>", "text/plain": "\n".join(parts_text)}
+
+
+def _colab_metadata() -> dict[str, Any]:
+    """The display metadata that Colab's custom widget manager needs to render a widget view (as anywidget sends it)."""
+    output = sys.modules.get("google.colab.output")
+    url = getattr(getattr(output, "_widgets", None), "_installed_url", None)
+    return {WIDGET_VIEW: {"colab": {"custom_widget_manager": {"url": url}}}} if url else {}
 
 
 def _check_default(name: str, control: Any, value: Any) -> None:
@@ -50,11 +99,13 @@ def _check_default(name: str, control: Any, value: Any) -> None:
 
 
 def explore(fn: Callable[..., Any], defaults: dict[str, Any] | None = None, **controls: Any) -> Any:
-    """Show ``fn(**defaults)`` as a static figure, then an ``ipywidgets.interactive`` over ``controls``.
+    """Show ``fn(**defaults)`` once: live under an ``ipywidgets.interactive`` over ``controls``, static elsewhere.
 
     ``controls`` use ipywidgets' ``interact`` abbreviations: ``(lo, hi, step)`` for a slider,
     a list for a dropdown, or a widget. Sliders update on release (``continuous_update=False``).
-    Returns the interactive widget, or ``None`` when ipywidgets is not installed.
+    ``fn`` runs twice at the start: once for the static fallback (what CI and static viewers keep)
+    and once inside the widget's own output area. Returns the interactive widget, or ``None``
+    when ipywidgets is not installed.
     """
     unknown = sorted(set(defaults or {}) - set(controls))
     if unknown:
@@ -64,26 +115,40 @@ def explore(fn: Callable[..., Any], defaults: dict[str, Any] | None = None, **co
     values.update(defaults or {})
     for name, control in controls.items():
         _check_default(name, control, values[name])
-    fn(**values)
-    plt.show()  # the static figure: what CI and static viewers keep
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # plain Python: the figure is matplotlib's to show
+        fn(**values)
+        plt.show()
+        return None
+    static = _render(fn, values)
     try:
         import ipywidgets as widgets
-        from IPython.display import display
     except ImportError:
-        print("(ipywidgets is not installed: only the static figure above is shown)")
+        static.show()
+        print("(ipywidgets is not installed: only the static result above is shown)")
         return None
-    built = {}
+    built, style = {}, {"description_width": "initial"}  # show the whole parameter name
     for name, control in controls.items():
         if isinstance(control, tuple) and len(control) in (2, 3):
             lo, hi, *step = control
             cls = widgets.IntSlider if all(isinstance(v, int) for v in control) else widgets.FloatSlider
             default_step = 1 if cls is widgets.IntSlider else (hi - lo) / 100
             built[name] = cls(value=values[name], min=lo, max=hi, step=step[0] if step else default_step,
-                              continuous_update=False, description=name)
+                              continuous_update=False, description=name, style=style)
         elif isinstance(control, (list, dict)):
-            built[name] = widgets.Dropdown(options=control, value=values[name], description=name)
+            built[name] = widgets.Dropdown(options=control, value=values[name], description=name, style=style)
         else:
             built[name] = control
-    interactive = widgets.interactive(fn, **built)
-    display(interactive)
+    interactive = widgets.interactive(fn, **built)  # runs fn once more, into the widget's own output area
+    shell = get_ipython()
+    if shell is None:  # not in a kernel: nothing renders either form
+        static.show()
+        return interactive
+    data, metadata = shell.display_formatter.format(interactive)  # keeps what frontend hooks (Colab's) add
+    if WIDGET_VIEW not in data:  # a display hook has shown the widget itself
+        return interactive
+    # One output: frontends with a widget manager pick the widget view, all others the static rendering.
+    display({**data, **static_bundle(static)}, metadata={**metadata, **_colab_metadata()}, raw=True)
     return interactive
