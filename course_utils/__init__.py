@@ -22,11 +22,12 @@ from . import (
     schedule,
     text,
     train,
+    transfer,
     validate,
     vibration,
     widgets,
 )
 
 __all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "recipes", "report", "schedule", "text", "train", "validate", "vibration", "widgets"]
+           "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

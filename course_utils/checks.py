@@ -280,3 +280,4 @@ def check_budget_choice(answer: Any, expected: str) -> CheckResult:
     return check_value("edge budget", answer, lambda a: str(a) == expected,
                        hint="keep the models that pass all three limits, then take the most accurate of them "
                             "(use the `entries` list, not the plot, and mind the units: KB and ms).")
+

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checks, evaluate, export, lm, losses, recipes, schedule, vibration
+from . import checks, evaluate, export, lm, losses, recipes, schedule, transfer, vibration
 from .checks import CheckResult, Mistake
 
 
@@ -531,6 +531,59 @@ register(Exercise(
                 lambda rows: max(rows, key=lambda row: row["kd"]["mean"])["student"]),
         Mistake("the smallest gain (scratch - distilled)", "the gain is distilled minus scratch; take the largest.",
                 lambda rows: min(rows, key=_gain)["student"]),
+    )))
+
+
+# === 02b · transfer sets =============================================================================================
+
+
+@functools.cache
+def _rebalancing_cases() -> list[tuple]:
+    generator = torch.Generator().manual_seed(21)
+    never_three = 5.0 * F.one_hot(torch.tensor([0, 0, 0, 1, 2, 2]), 4).float()  # class 3 never predicted
+    skewed = torch.randn(200, 10, generator=generator)
+    skewed[:150, 0] += 4.0  # the teacher files most images under class 0
+    return [(never_three,), (torch.randn(50, 10, generator=generator),), (skewed,)]
+
+
+def _per_predicted_class(total: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """A variant: ``total(counts (C,), predicted (N,))`` -> per-image weights (a typical wrong normalisation)."""
+
+    def weights(teacher_logits: torch.Tensor) -> torch.Tensor:
+        predicted = teacher_logits.argmax(1)
+        return total(torch.bincount(predicted, minlength=teacher_logits.shape[1]).double(), predicted)
+
+    return weights
+
+
+register(Exercise(
+    "02b.rebalancing_weights", "rebalancing_weights",
+    hints=("Work with the teacher's predicted class of each image (its arg-max): no true label is available. "
+           "Images of a class the teacher predicts rarely must weigh more, each in inverse proportion to how many "
+           "images share its class.",
+           "Count the images per predicted class with torch.bincount(predicted, minlength=C); give each image "
+           "1 / (the count of its class), one weight per IMAGE (shape (N,)), then normalise so the weights sum to 1. "
+           "Every predicted class then holds the same total, and a class never predicted holds none.",
+           "predicted = teacher_logits.argmax(1); counts = torch.bincount(predicted, minlength=teacher_logits.shape[1]); "
+           "weights = 1.0 / counts[predicted]; return weights / weights.sum()."),
+    solution_name="rebalancing_weights",
+    reference=transfer.rebalancing_weights,
+    cases=_rebalancing_cases,
+    atol=1e-6,
+    mistakes=(
+        Mistake("weights that do not sum to 1", "normalise: divide the weights by their sum, so that they are a "
+                "distribution to sample from (each predicted class then holds 1 / the number of classes predicted).",
+                _per_predicted_class(lambda counts, predicted: 1.0 / counts[predicted])),
+        Mistake("a share kept for the classes the teacher never predicts", "divide by the number of classes the "
+                "teacher predicts at least once, not by the number of columns: a class without images cannot be "
+                "drawn, so its share would be lost and the weights would not sum to 1.",
+                _per_predicted_class(lambda counts, predicted: 1.0 / (len(counts) * counts[predicted]))),
+        Mistake("one weight per class instead of one per image", "return a weight for every image, shape (N,): "
+                "index the per-class values with each image's predicted class (values[predicted]).",
+                _per_predicted_class(lambda counts, predicted: torch.where(counts > 0, 1.0 / (counts > 0).sum(), 0.0))),
+        Mistake("weights that follow the class counts instead of undoing them", "a frequent class must get LESS "
+                "weight per image: use 1 / count, not count.",
+                _per_predicted_class(lambda counts, predicted: counts[predicted] / counts[predicted].sum())),
     )))
 
 

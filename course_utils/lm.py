@@ -139,6 +139,28 @@ def create(name: str, seed: int | None = None, block_size: int | None = None) ->
     return GPT(cfg)
 
 
+def student_from_teacher(teacher: GPT, layers: list[int] | tuple[int, ...]) -> GPT:
+    """A student made of the teacher's own layers, as DistilBERT builds its student (Sanh et al. 2019, section 3).
+
+    The student keeps the teacher's width, heads, vocabulary and context and has ``len(layers)`` blocks:
+    block ``i`` starts as a copy of the teacher's block ``layers[i]``; the token and position embeddings, the
+    final layer norm and the tied head start as copies too. DistilBERT takes "one layer out of two", i.e.
+    ``layers = [0, 2]`` for this 4-layer teacher. The copies are independent tensors (training the student leaves
+    the teacher unchanged); the student is returned in training mode.
+    """
+    layers = [int(layer) for layer in layers]
+    if not layers or any(not 0 <= layer < teacher.cfg.n_layer for layer in layers):
+        raise ValueError(f"layers must be a non-empty list of the teacher's block indices in "
+                         f"[0, {teacher.cfg.n_layer - 1}], got {layers}; DistilBERT takes one out of two, "
+                         f"e.g. {list(range(0, teacher.cfg.n_layer, 2))}.")
+    student = GPT(replace(teacher.cfg, n_layer=len(layers)))
+    state = {key: value.clone() for key, value in teacher.state_dict().items() if not key.startswith("blocks.")}
+    for index, layer in enumerate(layers):
+        state.update({f"blocks.{index}.{key}": value.clone() for key, value in teacher.blocks[layer].state_dict().items()})
+    student.load_state_dict(state)
+    return student.train()
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of distinct parameters (the tied head counts once)."""
     return sum(p.numel() for p in model.parameters())

@@ -1,15 +1,19 @@
-"""Precompute notebook 08's size ladder: what a language-model student keeps as it shrinks.
+"""Precompute notebook 08's size ladder over seeds: what a language-model student keeps as it shrinks.
 
-    python -m course_utils.lm_sweep                  # writes results/lm_ladder.json (about 10 min on one CPU core)
-    python -m course_utils.lm_sweep --steps 20 --students student-s --out /tmp/ladder.json   # a smoke run
+    python -m course_utils.lm_sweep                  # writes results/lm_ladder.json (1-3 hours on one shared CPU core)
+    python -m course_utils.lm_sweep --steps 20 --students student-s --seeds 0 1 --out /tmp/ladder.json   # a smoke run
+    python -m course_utils.lm_sweep --resume         # continue an interrupted run (finished cells are kept)
 
-Every student of :data:`cu.lm.CONFIGS` is trained twice for the same number of steps on the same
+Every student of :data:`cu.lm.CONFIGS` is trained twice per seed for the same number of steps on the same
 pool of windows (docstring text mixed with training additions, as in the notebook): on the text
 alone (cross-entropy) and with token-level distillation (``cu.losses.kd_loss`` per position on the
 teacher's cached logits). Each is measured by bits per character on held-out text and by exact
 match on held-out additions by operand length. The budget is several times the notebook's, long
-enough for arithmetic to appear where the student can hold it; the JSON records the settings,
-machine and wall time, and the notebook only reads it.
+enough for arithmetic to appear where the student can hold it. The seed sets the student's
+initialisation and the order of the batches; the pool is the same for every seed. The JSON keeps
+one value per seed for every cell (``rows``), records the settings, machine and wall time, and is
+rewritten after every run (``"complete": false`` until the last), so an interrupted sweep resumes;
+the notebook only reads it.
 """
 
 from __future__ import annotations
@@ -23,36 +27,57 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, data, lm, losses, report, text, train, validate
+from . import config, data, evaluate, lm, losses, report, text, train, validate
 from .kd_sweep import machine
 
 LADDER_FILE = config.REPO_DIR / "results" / "lm_ladder.json"
 COMMAND = "python -m course_utils.lm_sweep"
 TEST_DIGITS = (1, 2, 3, 4)
+METHODS = ("text only", "token KD")
 
 
 def load_ladder(path: str | Path | None = None) -> dict:
     """The precomputed ladder (``results/lm_ladder.json``); a clear error says how to make it."""
-    return report.load_precomputed(path or LADDER_FILE, COMMAND, "about 10 minutes on one CPU core")
+    ladder = report.load_precomputed(path or LADDER_FILE, COMMAND, "1-3 hours on one CPU core")
+    if not ladder.get("complete", False) or "seeds" not in ladder.get("settings", {}):
+        raise ValueError(f"{path or LADDER_FILE} is unfinished or from an older, single-seed version: run `{COMMAND} "
+                         "--resume` to finish it (or without --resume to start over).")
+    return ladder
+
+
+def ladder_cells(ladder: dict) -> dict[tuple[str, str], dict[str, object]]:
+    """``{(student, method): {"parameters", "shape", "bits_per_char", "exact_match"}}`` from a loaded ladder.
+
+    ``bits_per_char`` is :func:`cu.evaluate.seed_summary` of the per-seed values (mean, std, values);
+    ``exact_match`` maps each operand length (int) to the same summary.
+    """
+    return {(row["student"], row["method"]): {
+        "parameters": row["parameters"], "shape": f"{row['n_layer']} layers x {row['n_embd']}",
+        "bits_per_char": evaluate.seed_summary(row["bits_per_char"]),
+        "exact_match": {int(d): evaluate.seed_summary(values) for d, values in row["exact_match"].items()}}
+        for row in ladder["rows"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     students = [name for name in lm.CONFIGS if name != "teacher"]
     parser.add_argument("--students", nargs="+", choices=students, default=students)
+    parser.add_argument("--seeds", nargs="+", type=validate.non_negative_int, default=[100, 101, 102])
     parser.add_argument("--steps", type=validate.positive_int, default=4000)
     parser.add_argument("--batch-size", type=validate.positive_int, default=32)
     parser.add_argument("--epochs", type=validate.positive_int, default=4, help="passes over the pool of cached windows")
     parser.add_argument("--temperature", type=validate.positive_float, default=2.0)
     parser.add_argument("--alpha", type=validate.fraction, default=0.5)
     parser.add_argument("--addition-fraction", type=validate.fraction, default=0.5)
-    parser.add_argument("--seed", type=validate.non_negative_int, default=100)
     parser.add_argument("--threads", type=validate.positive_int, default=1)
     parser.add_argument("--out", type=Path, default=LADDER_FILE)
+    parser.add_argument("--resume", action="store_true", help="keep the finished runs of an interrupted sweep at --out")
     args = parser.parse_args(argv)
     if args.steps * args.batch_size // args.epochs < args.batch_size:
         parser.error(f"--steps {args.steps} x --batch-size {args.batch_size} / --epochs {args.epochs} leaves fewer "
                      "windows than one batch: raise --steps or lower --epochs.")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))} repeats a seed: give each seed once.")
     argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -79,30 +104,61 @@ def main(argv: list[str] | None = None) -> dict:
         return {"bits_per_char": lm.bits_per_char(model, val_ids, max_windows=300),
                 "exact_match": {str(d): lm.addition_accuracy(model, problems) for d, problems in probe.items()}}
 
-    rows = [{"student": "teacher", "method": "-", "parameters": lm.count_parameters(teacher), **lm.config_dict(teacher),
-             **measure(teacher)}]
-    for name in args.students:
-        for method, loss_fn, tensors in (("text only", text_only, (x, y)), ("token KD", token_kd, (x, y, teacher_logits))):
-            run_start = time.perf_counter()
-            student = lm.create(name, seed=args.seed, block_size=block)
-            loader = data.make_loader(*tensors, batch_size=args.batch_size, shuffle=True, seed=args.seed)
-            train.fit(student, loader, epochs=args.epochs, loss_fn=loss_fn, lr=3e-3, weight_decay=0.01, seed=args.seed,
-                      progress=False)
-            row = {"student": name, "method": method, "parameters": lm.count_parameters(student),
-                   **lm.config_dict(student), **measure(student), "seconds": time.perf_counter() - run_start}
-            rows.append(row)
-            print(f"[{time.perf_counter() - start:6.0f}s] {name} {method}: {row['bits_per_char']:.3f} bits/char, "
-                  f"exact {row['exact_match']}", flush=True)
+    settings = {"steps": args.steps, "batch_size": args.batch_size, "epochs": args.epochs, "pool_windows": pool,
+                "temperature": args.temperature, "alpha": args.alpha, "seeds": args.seeds,
+                "addition_fraction": args.addition_fraction, "probe_problems_per_length": 200, "val_windows": 300}
+    done: dict[str, dict] = {}  # "student|method|seed" -> one run's measurements
+    spent = 0.0
+    if args.resume and args.out.is_file():
+        previous = json.loads(args.out.read_text())
+        if previous.get("settings") != settings or previous.get("teacher_sha256") != card["sha256"]:
+            raise ValueError(f"{args.out} was made with other settings or another teacher: rerun without --resume.")
+        done, spent = previous.get("runs", {}), previous.get("wall_seconds", 0.0)
+        print(f"resuming: {len(done)} runs already done", flush=True)
+    teacher_row = {"student": "teacher", "method": "-", "parameters": lm.count_parameters(teacher),
+                   **lm.config_dict(teacher), **measure(teacher)}
+    steps_fns = {"text only": (text_only, (x, y)), "token KD": (token_kd, (x, y, teacher_logits))}
 
-    result = {"command": COMMAND + (" " + " ".join(argv) if argv else ""), "machine": machine(), "torch": torch.__version__,
-              "teacher_sha256": card["sha256"],
-              "settings": {"steps": args.steps, "batch_size": args.batch_size, "epochs": args.epochs, "pool_windows": pool,
-                           "temperature": args.temperature, "alpha": args.alpha, "seed": args.seed,
-                           "addition_fraction": args.addition_fraction, "probe_problems_per_length": 200,
-                           "val_windows": 300},
-              "rows": rows, "wall_seconds": time.perf_counter() - start}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    def write(complete: bool) -> dict:
+        rows = []
+        for name in args.students:
+            for method in METHODS:
+                runs = [done[key] for seed in args.seeds if (key := f"{name}|{method}|{seed}") in done]
+                if not runs:
+                    continue
+                rows.append({"student": name, "method": method, "parameters": runs[0]["parameters"],
+                             **runs[0]["config"], "seeds": [r["seed"] for r in runs],
+                             "bits_per_char": [r["bits_per_char"] for r in runs],
+                             "exact_match": {str(d): [r["exact_match"][str(d)] for r in runs] for d in TEST_DIGITS},
+                             "seconds": [r["seconds"] for r in runs]})
+        options = [arg for arg in argv if arg != "--resume"]  # the command that makes this file from scratch
+        result = {"command": COMMAND + (" " + " ".join(options) if options else ""), "machine": machine(),
+                  "torch": torch.__version__, "teacher_sha256": card["sha256"], "settings": settings,
+                  "teacher": teacher_row, "rows": rows, "runs": done, "complete": complete,
+                  "wall_seconds": spent + time.perf_counter() - start}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
+    for name in args.students:
+        for method in METHODS:
+            loss_fn, tensors = steps_fns[method]
+            for seed in args.seeds:
+                key = f"{name}|{method}|{seed}"
+                if key in done:
+                    continue
+                run_start = time.perf_counter()
+                student = lm.create(name, seed=seed, block_size=block)
+                loader = data.make_loader(*tensors, batch_size=args.batch_size, shuffle=True, seed=seed)
+                train.fit(student, loader, epochs=args.epochs, loss_fn=loss_fn, lr=3e-3, weight_decay=0.01, seed=seed,
+                          progress=False)
+                done[key] = {"seed": seed, "parameters": lm.count_parameters(student),
+                             "config": lm.config_dict(student), **measure(student),
+                             "seconds": time.perf_counter() - run_start}
+                write(complete=False)
+                print(f"[{time.perf_counter() - start:6.0f}s] {key}: {done[key]['bits_per_char']:.3f} bits/char, "
+                      f"exact {done[key]['exact_match']}", flush=True)
+    result = write(complete=True)
     print(f"wrote {args.out}")
     return result
 

@@ -222,6 +222,43 @@ def front_end_nodes(graph) -> list[str]:
     raise ValueError("the graph has no BatchNormalization reading 'norm.*': export a cu.models1d.CNN1d.")
 
 
+def onnx_size_breakdown(onnx_path: str | Path) -> dict[str, object]:
+    """Where the bytes of an exported :class:`CNN1d` (FP32 or INT8) go, read from the ONNX file's initializers:
+
+        file = front_end + learned + graph
+
+    ``front_end_bytes``: the constants of the fixed spectral front end (the windowed DFT basis, ``n x 2F`` floats,
+    and the band-pass taps), read by the nodes before the BatchNorm of ``norm`` (:func:`front_end_nodes`);
+    ``learned_bytes``: every other initializer (convolution and head weights, INT8 or FP32, biases, BatchNorm
+    statistics, quantisation scales and zero points); ``graph_bytes``: the rest of the file (node and tensor
+    descriptions). ``front_end_tensors`` maps each front-end constant to its bytes. Constants stored as
+    ``Constant`` nodes count like initializers.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}: export the model first (cu.export.export_onnx).")
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: numpy_helper.to_array(t).nbytes for t in graph.initializer}
+    for node in graph.node:  # constants the exporter wrote as nodes
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR:
+                    tensors[node.output[0]] = numpy_helper.to_array(attribute.t).nbytes
+    front_names = set(front_end_nodes(graph)[:-1])  # the last one is norm's BatchNorm: learned
+    front_end = {}
+    for node in graph.node:
+        if node.name in front_names and node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            front_end.update({name: tensors[name] for name in node.input if name in tensors})
+    front_bytes = sum(front_end.values())
+    learned_bytes = sum(tensors.values()) - front_bytes
+    file_bytes = path.stat().st_size
+    return {"file_bytes": file_bytes, "front_end_bytes": front_bytes, "learned_bytes": learned_bytes,
+            "graph_bytes": file_bytes - front_bytes - learned_bytes, "front_end_tensors": front_end}
+
+
 def quantize_after_front_end(fp32_path: str, int8_path: str, calibration_inputs: torch.Tensor,
                              per_channel: bool = True) -> Path:
     """Static INT8 (QDQ, min-max calibration) of the learned layers only; the spectral front end stays FP32.

@@ -668,3 +668,100 @@ def plot_pruning(rows: Sequence[Mapping], dense_accuracy: float | None = None, t
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 02b: transfer sets ---
+def plot_teacher_confidence(logits: Mapping[str, torch.Tensor], class_names: Sequence[str] = CLASS_NAMES,
+                            title: str = "") -> plt.Figure:
+    """What the teacher says on each transfer set ``{name: teacher logits (N, C)}``.
+
+    Left: the distribution of its confidence ``max_c softmax(v)_c`` per set (box: quartiles, whiskers: 5-95 %).
+    Right: the share of each set's images it assigns to each class (rows: sets): a set the teacher files
+    under one or two classes teaches the student little about the others.
+    """
+    names = list(logits)
+    confidences = [logits[name].softmax(1).max(1).values.numpy() for name in names]
+    shares = torch.stack([torch.bincount(logits[name].argmax(1), minlength=len(class_names)).double()
+                          / len(logits[name]) for name in names])  # (sets, C)
+    fig, (ax, ax_share) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8),
+                                       gridspec_kw={"width_ratios": [1, 1.3]})
+    ax.boxplot(confidences, vert=False, whis=(5, 95), showfliers=False, widths=0.6)
+    for y, values in enumerate(confidences, start=1):
+        ax.scatter(values.mean(), y, marker="D", color="tab:orange", zorder=3, s=18)
+    ax.set_yticks(range(1, len(names) + 1), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.01)
+    ax.set_xlabel("teacher's confidence, max softmax probability (diamond: mean)")
+    ax.grid(axis="x", alpha=0.3)
+    image = ax_share.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (row, col), share in zip(((r, c) for r in range(len(names)) for c in range(len(class_names))), shares.flatten()):
+        if share >= 0.005:
+            ax_share.text(col, row, f"{100 * share:.0f}", ha="center", va="center", fontsize=7,
+                          color="white" if share > 0.5 else "black")
+    ax_share.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
+    ax_share.set_yticks(range(len(names)), names, fontsize=8)
+    ax_share.set_title("% of the set the teacher files under each class", fontsize=9)
+    fig.colorbar(image, ax=ax_share, fraction=0.03)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_curves(x_values: Sequence[float], curves: Mapping[str, Sequence[Sequence[float]]], xlabel: str,
+                         teacher_accuracy: float | None = None, reference: tuple[str, float] | None = None,
+                         x_labels: Sequence[str] | None = None, title: str = "") -> plt.Figure:
+    """Test accuracy against a setting (transfer-set size, training steps) for several arms.
+
+    ``curves`` maps an arm to one list of per-seed accuracies per x value; the line joins the means, the bars
+    are ± std and the dots are the seeds. ``x_labels`` places the values at even spacing with those labels
+    (for sizes from 0 to 58,000); ``reference = (label, accuracy)`` draws a dotted line (e.g. scratch).
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    positions = list(range(len(x_values))) if x_labels is not None else [float(x) for x in x_values]
+    for name, per_x in curves.items():
+        values = [torch.tensor([float(v) for v in seeds], dtype=torch.float64) for seeds in per_x]
+        means = [v.mean().item() for v in values]
+        stds = [v.std().item() if len(v) > 1 else 0.0 for v in values]
+        line = ax.errorbar(positions[:len(values)], means, yerr=stds, marker="o", capsize=3, label=name)
+        for x, v in zip(positions, values):
+            ax.scatter([x] * len(v), v, color=line[0].get_color(), s=10, alpha=0.5)
+    if teacher_accuracy is not None:
+        ax.axhline(teacher_accuracy, color="black", ls="--", lw=1, label="teacher")
+    if reference is not None:
+        ax.axhline(reference[1], color="grey", ls=":", lw=1.2, label=reference[0])
+    if x_labels is not None:
+        ax.set_xticks(positions, x_labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_accuracy(per_class: Mapping[str, Sequence[Sequence[float]]], highlight: Sequence[int] = (),
+                            class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
+    """Per-class test accuracy of several arms: ``{arm: per-seed lists of C accuracies}``; bars are seed means.
+
+    ``highlight`` shades the classes a transfer set under-represents.
+    """
+    names = list(per_class)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for k in highlight:
+        ax.axvspan(k - 0.45, k + 0.45, color="tab:red", alpha=0.08)
+    for i, name in enumerate(names):
+        seeds = torch.tensor(per_class[name], dtype=torch.float64)  # (seeds, C)
+        offsets = [x + (i - (len(names) - 1) / 2) * width for x in range(len(class_names))]
+        ax.bar(offsets, seeds.mean(0), width, label=name)
+        for x, column in zip(offsets, seeds.T):
+            ax.scatter([x] * len(column), column, color="black", s=5, zorder=3)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0.3, 1.0)
+    ax.set_ylabel("test accuracy of the class")
+    ax.legend(fontsize=8, ncol=len(names))
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

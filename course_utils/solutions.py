@@ -75,6 +75,16 @@ def largest_distillation_gain(rows: list[dict]) -> str:
     return max(rows, key=lambda row: row["kd"]["mean"] - row["scratch"]["mean"])["student"]
 
 
+# --- 02b · transfer sets --------------------------------------------------------------------------------------------
+
+
+def rebalancing_weights(teacher_logits: torch.Tensor) -> torch.Tensor:
+    predicted = teacher_logits.argmax(dim=1)  # the teacher's class for each image: no true label is read
+    counts = torch.bincount(predicted, minlength=teacher_logits.shape[1])  # images per predicted class
+    weights = 1.0 / counts[predicted].float()  # one weight per image: a rare class's images weigh more
+    return weights / weights.sum()  # every predicted class now holds the same total; a class never predicted, none
+
+
 # --- 03 · feature distillation (FitNets) ---------------------------------------------------------------------------
 
 

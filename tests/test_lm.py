@@ -282,3 +282,73 @@ def test_export_parity_fp32_and_int8(tmp_path):
     assert np.abs(int8_logits - expected).max() < 0.1 * np.abs(expected).max() + 0.05
     with pytest.raises(cu.export.OnnxFileError, match="does not exist"):
         cu.export.quantize_dynamic(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+
+
+# --- a student made of the teacher's layers (DistilBERT) ----------------------------------------------------------
+
+def test_student_from_teacher_copies_the_chosen_layers():
+    torch.manual_seed(0)
+    teacher = lm.GPT(lm.GPTConfig(block_size=16, n_layer=4, n_head=2, n_embd=16)).eval()
+    student = lm.student_from_teacher(teacher, [0, 2]).eval()
+    assert student.cfg.n_layer == 2 and student.cfg.n_embd == 16 and student.head.weight is student.tok_emb.weight
+    ids = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the student is the teacher with blocks 1 and 3 left out
+        x = teacher.tok_emb(ids) + teacher.pos_emb(torch.arange(10))
+        expected = teacher.head(teacher.ln_f(teacher.blocks[2](teacher.blocks[0](x))))
+        assert torch.allclose(student(ids), expected, atol=1e-6)
+        assert not torch.allclose(student(ids), teacher(ids), atol=1e-3)
+        student.blocks[0].attn.qkv.weight.add_(1.0)  # copies, not shared tensors
+    assert not torch.allclose(student.blocks[0].attn.qkv.weight, teacher.blocks[0].attn.qkv.weight)
+    assert lm.count_parameters(teacher) - lm.count_parameters(student) == 2 * lm.count_parameters(teacher.blocks[0])
+    for bad in ([], [4], [-1]):
+        with pytest.raises(ValueError, match="block indices"):
+            lm.student_from_teacher(teacher, bad)
+
+
+# --- the precomputed size ladder ----------------------------------------------------------------------------------
+
+def _ladder(complete: bool = True) -> dict:
+    row = {"student": "student-s", "method": "token KD", "parameters": 100, "n_layer": 2, "n_embd": 32, "seeds": [0, 1],
+           "bits_per_char": [3.0, 3.2], "exact_match": {"1": [0.5, 1.0], "2": [0.0, 0.0]}}
+    return {"settings": {"seeds": [0, 1]}, "complete": complete, "rows": [row]}
+
+
+def test_ladder_cells_summarise_per_seed_values(tmp_path):
+    from course_utils import lm_sweep
+
+    path = tmp_path / "ladder.json"
+    path.write_text(json.dumps(_ladder()))
+    cells = lm_sweep.ladder_cells(lm_sweep.load_ladder(path))
+    cell = cells["student-s", "token KD"]
+    assert cell["shape"] == "2 layers x 32" and cell["parameters"] == 100
+    assert cell["bits_per_char"]["mean"] == pytest.approx(3.1) and cell["bits_per_char"]["values"] == [3.0, 3.2]
+    assert cell["exact_match"][1]["mean"] == pytest.approx(0.75) and set(cell["exact_match"]) == {1, 2}
+    path.write_text(json.dumps(_ladder(complete=False)))
+    with pytest.raises(ValueError, match="--resume"):
+        lm_sweep.load_ladder(path)
+    with pytest.raises(FileNotFoundError, match="lm_sweep"):
+        lm_sweep.load_ladder(tmp_path / "missing.json")
+
+
+def test_shipped_ladder_is_complete_over_seeds_and_matches_the_teacher():
+    from course_utils import lm_sweep
+
+    ladder = lm_sweep.load_ladder()
+    assert ladder["teacher_sha256"] == lm.teacher_card()["sha256"]
+    seeds = ladder["settings"]["seeds"]
+    assert len(seeds) >= 3
+    cells = {(row["student"], row["method"]) for row in ladder["rows"]}
+    assert cells == {(name, method) for name in lm.CONFIGS if name != "teacher" for method in lm_sweep.METHODS}
+    for row in ladder["rows"]:
+        assert row["seeds"] == seeds and len(row["bits_per_char"]) == len(seeds)
+        assert all(len(values) == len(seeds) for values in row["exact_match"].values())
+
+
+@pytest.mark.parametrize("argv, words", [(["--seeds", "-1"], "--seeds: expected an integer >= 0"),
+                                         (["--seeds", "1", "1"], "repeats a seed")])
+def test_lm_sweep_refuses_bad_seeds(capsys, argv, words):
+    from course_utils import lm_sweep
+
+    with pytest.raises(SystemExit) as stopped:
+        lm_sweep.main([*argv, "--out", "/nonexistent/never-written"])
+    assert stopped.value.code == 2 and words in capsys.readouterr().err

@@ -194,3 +194,26 @@ def test_end_to_end_pipeline_quick(tmp_path):
     (tmp_path / "corrupt.onnx").write_bytes(b"not an onnx model")
     with pytest.raises(RuntimeError, match="memory probe failed"):
         models1d.session_peak_ram_mb(str(tmp_path / "corrupt.onnx"), (1, 1, 2048))
+
+
+def test_onnx_size_breakdown_separates_the_fixed_front_end_from_learned_weights(tmp_path):
+    """The DFT basis (127 x 128 floats) and the band-pass taps are the front end; the rest of the constants are learned."""
+    signals = vibration.make_dataset(4, seed=0).signals
+    student = models1d.create("vib-student", seed=0).eval()
+    fp32 = export.export_onnx(student, tmp_path / "student.onnx", signals[:2])
+    int8 = models1d.quantize_after_front_end(fp32, tmp_path / "student_int8.onnx", signals)
+    basis_and_taps = (127 * 128 + 31) * 4
+    assert sum(b.numel() * b.element_size() for b in student.frontend.buffers()) == basis_and_taps
+    sizes = {path: models1d.onnx_size_breakdown(path) for path in (fp32, int8)}
+    for path, size in sizes.items():
+        assert size["file_bytes"] == export.model_size(path)
+        assert size["front_end_bytes"] + size["learned_bytes"] + size["graph_bytes"] == size["file_bytes"]
+        assert basis_and_taps <= size["front_end_bytes"] < basis_and_taps + 256  # plus the exporter's small constants
+        assert size["front_end_tensors"]["frontend.basis"] == 127 * 128 * 4
+        assert size["graph_bytes"] > 0
+    parameters = sum(p.numel() for p in student.parameters())
+    assert abs(sizes[fp32]["learned_bytes"] - 4 * parameters) < 0.05 * 4 * parameters  # FP32: 4 bytes a parameter
+    assert sizes[int8]["learned_bytes"] < 0.4 * sizes[fp32]["learned_bytes"]  # INT8 weights: about a quarter
+    assert sizes[int8]["front_end_bytes"] == sizes[fp32]["front_end_bytes"]  # the front end stays FP32
+    with pytest.raises(FileNotFoundError, match="export the model"):
+        models1d.onnx_size_breakdown(tmp_path / "missing.onnx")
