@@ -153,16 +153,20 @@ return {path: panel.context.path, kernel: kernel ? kernel.status : 'none', error
         ready: panel.context.isReady && panel.sessionContext.isReady};
 """
 _WIDGET_OUTPUTS_JS = _PANEL + """
+const live = arguments[0];  // model ids of the widgets the kernel still holds (a closed progress bar is gone)
+const mime = 'application/vnd.jupyter.widget-view+json';
 const found = [];
 panel.content.widgets.forEach((cell, index) => {
   if (cell.model.type !== 'code') { return; }
-  const views = cell.model.outputs.toJSON().filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json']);
-  if (!views.length) { return; }
-  const areas = cell.node.querySelectorAll('.jp-OutputArea-child > .jp-OutputArea-output');
-  const rendered = Array.from(areas).filter(a => a.querySelector('.jupyter-widgets') &&
+  const outputs = cell.model.outputs.toJSON();
+  const areas = cell.node.querySelectorAll('.jp-OutputArea-child > .jp-OutputArea-output');  // one per output, in order
+  const shown = outputs.map((o, i) => [o, areas[i]]).filter(([o]) => o.data && o.data[mime] &&
+                                                                    live.includes(o.data[mime].model_id));
+  if (!shown.length) { return; }
+  const rendered = shown.filter(([, a]) => a && a.querySelector('.jupyter-widgets') &&
                                            !a.textContent.includes('Error displaying widget')).length;
-  const loading = Array.from(areas).filter(a => a.textContent.includes('Loading widget')).length;
-  found.push({cell: index, views: views.length, rendered, loading});
+  const loading = shown.filter(([, a]) => a && a.textContent.includes('Loading widget')).length;
+  found.push({cell: index, views: shown.length, rendered, loading});
 });
 return found;
 """
@@ -171,7 +175,7 @@ const cells = [];
 panel.content.widgets.forEach((cell, index) => {
   if (cell.model.type !== 'code') { return; }
   const outputs = cell.model.outputs.toJSON();
-  const widget = outputs.some(o => o.data && o.data['application/vnd.jupyter.widget-view+json']);
+  const widget = cell.node.querySelector('.widget-interact') !== null;  // a live explore (not a progress bar)
   const figure = outputs.some(o => o.data && !o.data['application/vnd.jupyter.widget-view+json'] &&
                                    (o.data['image/png'] || o.data['image/svg+xml']));
   if (widget && figure) { cells.push(index); }
@@ -198,6 +202,7 @@ future.onReply = reply => {
 _KERNEL_WIDGETS = ("__import__('json').dumps(__import__('collections').Counter(w._view_name for w in "
                    "list(__import__('ipywidgets').widgets.widget._instances.values()) "
                    "if isinstance(w, __import__('ipywidgets').DOMWidget)))")
+_KERNEL_LIVE_IDS = ("__import__('json').dumps(list(__import__('ipywidgets').widgets.widget._instances))")
 _SIGNATURE_JS = """
 const interact = document.querySelectorAll('.widget-interact')[arguments[0]];
 const out = interact.querySelector('.widget-output');
@@ -251,7 +256,10 @@ class NotebookPage:
 
     def widget_outputs(self) -> list[dict]:
         """Per cell with a widget output: how many widget views it displays and how many rendered."""
-        return self.driver.execute_script(_WIDGET_OUTPUTS_JS)
+        answer = self.driver.execute_async_script(_KERNEL_JS, _KERNEL_LIVE_IDS)
+        if answer.startswith("ERROR"):
+            raise RuntimeError(f"{self.name}: the kernel could not list its widgets: {answer}")
+        return self.driver.execute_script(_WIDGET_OUTPUTS_JS, json.loads(ast.literal_eval(answer)))
 
     def figures_beside_widgets(self) -> list[int]:
         """Cells that show a figure in an output of their own next to a widget (a stale static copy)."""
