@@ -40,6 +40,7 @@ LAB_SETTINGS = {
 VIEW_CLASSES = {
     "IntSliderView": "widget-slider", "FloatSliderView": "widget-slider", "DropdownView": "widget-dropdown",
     "OutputView": "widget-output", "VBoxView": "widget-vbox", "HBoxView": "widget-hbox", "ButtonView": "widget-button",
+    "HTMLView": "widget-html", "ProgressView": "widget-hprogress",  # tqdm's progress bars (cu.train.over_seeds)
 }
 
 
