@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import queue
 import resource
 import subprocess
 import sys
@@ -47,11 +48,56 @@ def notebooks(selection: list[str] | None = None) -> list[Path]:
     return paths
 
 
+def _poll_in_slices(channel: object, slice_seconds: float = 1.0) -> None:
+    """Make ``channel.get_msg(timeout)`` poll in short slices until ``timeout`` (None: for ever).
+
+    nbclient waits for a cell's reply with one poll as long as the cell's timeout; now and then (after a
+    cell that opens widgets, jupyter/nbclient#312) the socket's wake-up is missed and a finished cell
+    waits out the whole timeout while kernel and client both sit idle. A fresh poll sees the queued
+    message at once, so polling in slices turns that hang into a delay of at most ``slice_seconds``.
+    """
+    get_msg = channel.get_msg
+
+    async def get_msg_in_slices(timeout: float | None = None) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                return await get_msg(timeout=slice_seconds if left is None else max(0.0, min(slice_seconds, left)))
+            except queue.Empty:
+                if left is not None and left <= slice_seconds:
+                    raise
+
+    channel.get_msg = get_msg_in_slices
+
+
+def patch_nbclient() -> None:
+    """Every ``nbclient.NotebookClient`` polls its shell and IOPub channels in slices (see :func:`_poll_in_slices`).
+
+    Used by ``make results`` and, through the repository's ``conftest.py``, by the notebooks' nbmake run.
+    """
+    from nbclient import NotebookClient
+
+    if getattr(NotebookClient, "_polls_in_slices", False):
+        return
+    start = NotebookClient.async_start_new_kernel_client
+
+    async def start_new_kernel_client(self):  # noqa: ANN001, ANN202 (nbclient's signature)
+        client = await start(self)
+        for channel in (client.shell_channel, client.iopub_channel):
+            _poll_in_slices(channel)
+        return client
+
+    NotebookClient.async_start_new_kernel_client = start_new_kernel_client
+    NotebookClient._polls_in_slices = True
+
+
 def _execute_child(path: Path, out_path: Path, timeout: int) -> None:
     """Runs in a child process: execute one notebook, save it with outputs, print the kernel's peak RSS."""
     import nbformat
     from nbclient import NotebookClient
 
+    patch_nbclient()
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

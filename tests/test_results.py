@@ -55,3 +55,34 @@ def test_the_course_recipe_is_the_sweeps_best_cell():
         "cu.recipes.KD must be the best cell of results/kd_sweep.json's grid: update the constant or rerun the sweep")
     assert best["mean"] == max(cell["mean"] for cell in sweep["grid"]["cells"])
     assert len(best["values"]) >= 3
+
+
+def test_nbclient_channels_poll_in_slices_and_still_time_out():
+    """A message that a long poll would miss is found by the next short poll; a real timeout still raises Empty."""
+    import asyncio
+    import queue
+    import time
+
+    class Channel:  # answers only from its n-th poll on, like a socket whose wake-up was missed
+        def __init__(self, ready_from: int) -> None:
+            self.polls, self.ready_from = 0, ready_from
+
+        async def get_msg(self, timeout=None):
+            self.polls += 1
+            if self.polls >= self.ready_from:
+                return {"poll": self.polls}
+            await asyncio.sleep(timeout)
+            raise queue.Empty
+
+    channel = Channel(ready_from=3)
+    results._poll_in_slices(channel, slice_seconds=0.05)
+    started = time.monotonic()
+    assert asyncio.run(channel.get_msg(timeout=10)) == {"poll": 3}
+    assert time.monotonic() - started < 1.0, "the message waited for the whole timeout"
+
+    never = Channel(ready_from=10**9)
+    results._poll_in_slices(never, slice_seconds=0.05)
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        asyncio.run(never.get_msg(timeout=0.2))
+    assert 0.15 < time.monotonic() - started < 1.0
