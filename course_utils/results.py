@@ -248,7 +248,8 @@ def render_experiments(entries: list[dict]) -> str:
             unit = " points" if scale == 100 else ""
             difference, two_se = f"{scale * result.difference:+.3g}{unit}", f"{2 * scale * result.standard_error:.3g}"
             verdict = result.verdict + ("" if len(base["values"]) >= 3 and len(method["values"]) >= 3 else " (< 3 seeds)")
-        source = "" if e.get("source", "live") == "live" else " (precomputed)"
+        live = e.get("source", "live") == "live" or "(precomputed)" in e["name"]  # a name may say so itself
+        source = "" if live else " (precomputed)"
         lines.append(f"| `{e['notebook']}` | {e['name']}{source} | {arms[0]} | {arms[1]} | {difference} | {two_se} "
                      f"| {verdict} |")
     return "\n".join(lines) + "\n"
