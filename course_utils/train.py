@@ -159,4 +159,4 @@ def over_seeds(run: Callable[[int], float], seeds: Sequence[int], desc: str = "s
     """``[run(seed) for seed in seeds]`` with a progress bar: one training run per seed, its result kept per seed."""
     if not len(seeds):
         raise ValueError("over_seeds needs at least one seed, e.g. cu.config.seeds().")
-    return [run(seed) for seed in tqdm(list(seeds), desc=desc, leave=False)]
+    return [run(seed) for seed in tqdm(list(seeds), desc=desc)]  # the finished bar stays: its time per seed
