@@ -10,6 +10,7 @@ from . import (
     data,
     evaluate,
     export,
+    feature_kd,
     hooks,
     lm,
     losses,
@@ -25,6 +26,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "export", "hooks", "lm", "losses", "models", "models1d",
+__all__ = ["checks", "config", "data", "evaluate", "export", "feature_kd", "hooks", "lm", "losses", "models", "models1d",
            "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
 __version__ = "0.1.0"
