@@ -565,3 +565,54 @@ def plot_exact_match(exact: Mapping[str, Mapping[int, float]], unseen_from: int 
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 05: budgets and per-class accuracy ---
+
+
+def plot_budget_curves(steps: Sequence[int], arms: Mapping[str, Sequence[Sequence[float]]], title: str = "",
+                       teacher_accuracy: float | None = None) -> plt.Figure:
+    """Test accuracy against the step budget, one line per arm: the mean over seeds, a bar for ± one std.
+
+    ``arms[name][k]`` holds the per-seed values at ``steps[k]``. The x axis is logarithmic (budgets double).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for i, (name, per_budget) in enumerate(arms.items()):
+        values = [torch.tensor([float(v) for v in seeds], dtype=torch.float64) for seeds in per_budget]
+        means = [v.mean().item() for v in values]
+        stds = [v.std().item() if len(v) > 1 else 0.0 for v in values]
+        shift = [s * 1.03 ** (i - (len(arms) - 1) / 2) for s in steps]  # spread the error bars apart
+        ax.errorbar(shift, means, yerr=stds, marker="o", ms=4, capsize=3, label=name)
+    if teacher_accuracy is not None:
+        ax.axhline(teacher_accuracy, color="tab:orange", ls="--", lw=1, label="teacher")
+    ax.set_xscale("log")
+    ax.set_xticks(list(steps), [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("optimizer steps (batch 64), the same for every arm")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_accuracy(accuracies: Mapping[str, Sequence[float]], class_names: Sequence[str] = CLASS_NAMES,
+                            highlight: Sequence[int] = (), title: str = "") -> plt.Figure:
+    """Per-class test accuracy, one group of bars per class and one bar per model; ``highlight`` shades classes."""
+    names = list(accuracies)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for k in highlight:
+        ax.axvspan(k - 0.5, k + 0.5, color="grey", alpha=0.15, lw=0)
+    for i, name in enumerate(names):
+        values = [float(v) for v in accuracies[name]]
+        ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(values))], values, width, label=name)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("test accuracy of the class")
+    ax.legend(fontsize=8, ncol=min(len(names), 3))
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
