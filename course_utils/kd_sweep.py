@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=_positive_int, default=4, help="epochs of the capacity sweep")
     parser.add_argument("--capacity", nargs="+", default=[*models.STUDENTS, *models.BASELINES])
     parser.add_argument("--omit-classes", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--omit-transfer", type=_positive_int, default=30_000,
+    parser.add_argument("--omit-transfer", type=_positive_int, default=15_000,
                         help="transfer images (before the class is removed)")
-    parser.add_argument("--omit-epochs", type=_positive_int, default=4)
+    parser.add_argument("--omit-epochs", type=_positive_int, default=3)
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge the JSON of parts run separately")

@@ -34,11 +34,12 @@ README = config.REPO_DIR / "README.md"
 GUIDE = config.REPO_DIR / "docs" / "instructor-guide.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 TIMINGS_START, TIMINGS_END = "<!-- timings:start -->", "<!-- timings:end -->"
+EXPECTED_START, EXPECTED_END = "<!-- expected:start -->", "<!-- expected:end -->"
 
 
 def notebooks(selection: list[str] | None = None) -> list[Path]:
     """The course's notebooks in order, optionally only those whose names start with ``selection``."""
-    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]*_*.ipynb"))  # 00_welcome ... 02b_transfer_sets ... 08_...
     if selection:
         paths = [p for p in paths if any(p.name.startswith(s) for s in selection)]
     if not paths:
@@ -85,7 +86,8 @@ def machine() -> dict[str, object]:
 TOPICS = {  # notebook -> what it teaches (the syllabus column of the README)
     "00_welcome": "environment check, the data, the shipped teacher and its card",
     "01_soft_targets": "soft targets, temperature, dark knowledge, the T² scaling",
-    "02_distillation_loss": "the KD loss; alpha and T; when distillation helps; low labels",
+    "02_distillation_loss": "the KD loss; the floor; few labels; the T × alpha sweep; Hinton's omitted class",
+    "02b_transfer_sets": "transfer sets: quality, size, augmentation, the patient and consistent teacher",
     "03_feature_distillation": "FitNets hints, adapters, layer mapping, forward hooks",
     "04_attention_transfer": "attention maps, multi-layer transfer, when feature methods fail",
     "05_training_schedule": "warmup → distill → finetune, a curriculum, incremental distillation",
@@ -112,78 +114,106 @@ def _fmt(value: object, fmt: str) -> str:
     return "not measured" if value is None else fmt.format(value)
 
 
-def _best_feature_method(sections: dict) -> str:
-    rows = {f"{name} ({nb[:2]})": row for nb in ("03_feature_distillation", "04_attention_transfer")
-            for name, row in (_dig(sections, nb, "methods") or {}).items() if name != "scratch"}
-    if not rows:
+def _latency_decomposition(sections: dict) -> str:
+    d = _dig(sections, "06_edge_export", "latency_decomposition")
+    if not isinstance(d, dict):
         return "not measured"
-    name, row = max(rows.items(), key=lambda item: item[1]["mean"])
-    scratch = _dig(sections, "04_attention_transfer", "methods", "scratch")
-    versus = f" (scratch {scratch['mean']:.2%})" if scratch else ""
-    return f"{name}: {_pm(row)}{versus}"
+    return (f"{d['end_to_end_ratio']:.1f}× = runtime {d['runtime_ratio']:.2f}× (PyTorch eager → onnxruntime) "
+            f"× model size {d['size_ratio']:.2f}× (teacher → student) × quantization {d['quantization_ratio']:.2f}× "
+            f"(FP32 → INT8); {d['eager_teacher_ms']:.3f} → {d['ort_student_int8_ms']:.3f} ms")
 
 
-def _latency(sections: dict, name: str) -> float | None:
-    for row in _dig(sections, "06_edge_export", "table") or []:
-        if row["name"] == name:
-            return row["latency"]["b1_t1"]["median_ms"]
-    return None
-
-
-def _int8_vs_fp32_self(sections: dict) -> str:
-    student = _dig(sections, "06_edge_export", "best_student")
-    fp32 = _latency(sections, f"{student} FP32 (onnxruntime)")
-    int8 = _latency(sections, f"{student} INT8 static per-channel")
-    return "not measured" if fp32 is None or int8 is None else f"{fp32 / int8:.2f}× ({fp32:.3f} → {int8:.3f} ms)"
-
-
-def _low_label(sections: dict, key: str, method: str, with_std: bool = True) -> str:
-    run = _dig(sections, "02_distillation_loss", key)
-    if not isinstance(run, dict) or run.get(f"{method}_mean") is None:
+def _floor(sections: dict) -> str:
+    floor = _dig(sections, "02_distillation_loss", "floor")
+    if not isinstance(floor, dict):
         return "not measured"
-    text = f"{run[f'{method}_mean']:.2%}" + (f" ± {run[f'{method}_std']:.2%}" if with_std else "")
-    return text + f" ({run['student']}, {run['steps']} steps)" if with_std else text
+    student = _dig(sections, "02_distillation_loss", "student")
+    return f"{_pm(floor['logreg'])} → {_pm(floor['scratch'])} ({student})"
+
+
+def _seed_mean(values: object) -> float | None:
+    return sum(values) / len(values) if isinstance(values, list) and values else None
+
+
+def _omitted(sections: dict) -> str:
+    run = _dig(sections, "02_distillation_loss", "omitted_class")
+    if not isinstance(run, dict):
+        return "not measured"
+    return (f"{run['class_name']}: hard labels {_seed_mean(run['hard']['class_accuracy_after']):.0%}; soft targets "
+            f"{_seed_mean(run['soft']['class_accuracy_before']):.0%} as trained, "
+            f"{_seed_mean(run['soft']['class_accuracy_after']):.0%} after the bias shift")
+
+
+def _capstone(sections: dict, key: str, fmt: str) -> str:
+    value = _fmt(_dig(sections, "07_capstone", key), fmt)
+    deployed = _dig(sections, "07_capstone", "deployed_model")
+    return value + (f" (deployed: the {deployed} student)" if deployed and value != "not measured" else "")
 
 
 # The headline claims the README makes: (label, how to read it from the recorded sections). A figure
-# that no run recorded reads "not measured"; nothing is typed in by hand.
+# that no run recorded reads "not measured"; nothing is typed in by hand. The per-seed comparisons of
+# every notebook follow in the experiments table.
 CLAIMS: list[tuple[str, Callable[[dict], str]]] = [
     ("Teacher test accuracy (re-measured in 00)", lambda s: _fmt(_dig(s, "00_welcome", "teacher_accuracy"), "{:.2%}")),
-    ("Full labels: scratch student (mean ± std)", lambda s: _pm(_dig(s, "02_distillation_loss", "full_labels", "scratch"))),
-    ("Full labels: KD, course recipe (mean ± std)",
-     lambda s: _pm(_dig(s, "02_distillation_loss", "full_labels", "distilled (course recipe)"))),
-    ("Full labels: gap to the teacher closed by KD",
-     lambda s: _fmt(_dig(s, "02_distillation_loss", "full_labels", "distilled (course recipe)", "gap_closed"), "{:.0%}")),
-    ("Low labels, patient budget (precomputed by kd_sweep): scratch (mean ± std)",
-     lambda s: _low_label(s, "low_label_patient", "scratch")),
-    ("Low labels, patient budget: KD with the unlabelled transfer set (mean ± std)",
-     lambda s: _low_label(s, "low_label_patient", "kd")),
-    ("Low labels, patient budget: gap to the teacher closed by KD",
-     lambda s: _fmt(_dig(s, "02_distillation_loss", "low_label_patient", "gap_closed"), "{:.0%}")),
-    ("Low labels, live short budget in 02: scratch → KD (gap closed)",
-     lambda s: _low_label(s, "low_label", "scratch", with_std=False) + " → "
-     + _low_label(s, "low_label", "kd", with_std=False)
-     + _fmt(_dig(s, "02_distillation_loss", "low_label", "gap_closed"), " ({:.0%})")),
-    ("Best distillation method in 03-04 (scratch alongside)", _best_feature_method),
-    ("INT8 student: size ratio, FP32 ONNX / INT8 ONNX",
+    ("The floor: logistic regression → the default student, same budget (02)", _floor),
+    ("Course KD recipe (best cell of 02's temperature × alpha sweep)",
+     lambda s: "not measured" if _dig(s, "02_distillation_loss", "course_recipe") is None else
+     "T = {temperature:g}, alpha = {alpha:g}".format(**_dig(s, "02_distillation_loss", "course_recipe"))),
+    ("Omitted class (02): the student never sees one class", _omitted),
+    ("INT8 student: size ratio, FP32 ONNX / INT8 ONNX (06)",
      lambda s: _fmt(_dig(s, "06_edge_export", "int8_size_ratio"), "{:.2f}×")),
-    ("INT8 student: accuracy lost (points)",
+    ("INT8 student: accuracy lost (points) (06)",
      lambda s: _fmt(_dig(s, "06_edge_export", "int8_accuracy_loss_points"), "{:+.2f}")),
-    ("INT8 student vs its FP32 ONNX self (batch 1, 1 thread)", _int8_vs_fp32_self),
-    ("INT8 student (onnxruntime) vs FP32 teacher (PyTorch eager), batch 1, 1 thread",
-     lambda s: _fmt(_dig(s, "06_edge_export", "speedup_int8_ort_vs_teacher_eager_b1", "1_threads"), "{:.0f}× faster")),
-    ("Capstone INT8 student: size", lambda s: _fmt(_dig(s, "07_capstone", "size_kb"), "{:.1f} KB")),
-    ("Capstone INT8 student: latency, 1 thread", lambda s: _fmt(_dig(s, "07_capstone", "latency_ms_1thread"), "{:.3f} ms")),
-    ("Capstone: accuracy retained vs the teacher", lambda s: _fmt(_dig(s, "07_capstone", "retention"), "{:.1%}")),
-    ("Capstone: peak RAM of the inference session", lambda s: _fmt(_dig(s, "07_capstone", "peak_ram_mb"), "{:.0f} MB")),
+    ("FP32 teacher in PyTorch eager → INT8 student in onnxruntime, batch 1, 1 thread (06)", _latency_decomposition),
+    ("Capstone INT8 model: size (07)", lambda s: _capstone(s, "size_kb", "{:.1f} KB")),
+    ("Capstone INT8 model: learned weights / fixed front end (07)",
+     lambda s: "not measured" if _dig(s, "07_capstone", "learned_weights_kb") is None else
+     f"{_dig(s, '07_capstone', 'learned_weights_kb'):.1f} KB / {_dig(s, '07_capstone', 'front_end_kb'):.1f} KB"),
+    ("Capstone INT8 model: latency, 1 thread (07)", lambda s: _capstone(s, "latency_ms_1thread", "{:.3f} ms")),
+    ("Capstone: accuracy retained by the deployed INT8 model vs the teacher (07)",
+     lambda s: _capstone(s, "retention", "{:.1%}")),
+    ("Capstone: peak RAM of the inference session (07)", lambda s: _fmt(_dig(s, "07_capstone", "peak_ram_mb"), "{:.0f} MB")),
 ]
+
+
+def experiments(sections: dict) -> list[dict]:
+    """Every recorded per-seed comparison, in notebook order (see ``cu.report.record_experiment``)."""
+    return [entry for _, section in sorted(sections.items()) for entry in section.get("experiments", [])]
+
+
+def _value(metric: str, value: float) -> str:
+    return f"{value:.2%}" if "accuracy" in metric else f"{value:.4g}"
+
+
+def render_experiments(entries: list[dict]) -> str:
+    """The table of comparisons: each arm's mean ± std over its seeds, the difference, twice its SE, the verdict."""
+    from .evaluate import compare, seed_summary
+
+    lines = ["| Notebook | Comparison | Baseline | Method | Difference | 2 SE | Verdict |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        base, method = seed_summary(e["baseline"]["values"]), seed_summary(e["method"]["values"])
+        arms = [f"{side['label']}: {_value(e['metric'], arm['mean'])} ± {_value(e['metric'], arm['std'])} "
+                f"(n = {len(arm['values'])})" for side, arm in ((e["baseline"], base), (e["method"], method))]
+        if min(len(base["values"]), len(method["values"])) < 2:
+            difference, two_se, verdict = "–", "–", "fewer than 2 seeds"
+        else:
+            result = compare(base["values"], method["values"], e.get("higher_is_better", True))
+            scale = 100 if "accuracy" in e["metric"] else 1
+            unit = " points" if scale == 100 else ""
+            difference, two_se = f"{scale * result.difference:+.3g}{unit}", f"{2 * scale * result.standard_error:.3g}"
+            verdict = result.verdict + ("" if len(base["values"]) >= 3 and len(method["values"]) >= 3 else " (< 3 seeds)")
+        source = "" if e.get("source", "live") == "live" else " (precomputed)"
+        lines.append(f"| `{e['notebook']}` | {e['name']}{source} | {arms[0]} | {arms[1]} | {difference} | {two_se} "
+                     f"| {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def summarise(timings: dict[str, dict[str, dict[str, float]]]) -> dict[str, object]:
     """Build the summary from the default-mode recorded figures and the measured timings."""
     sections = {p.stem: json.loads(p.read_text()) for p in sorted(report.runs_dir("default").glob("*.json"))}
     claims = [{"claim": label, "text": read(sections)} for label, read in CLAIMS]
-    return {"machine": machine(), "claims": claims, "notebooks": timings, "sections": sections}
+    return {"machine": machine(), "claims": claims, "experiments": experiments(sections), "notebooks": timings,
+            "sections": sections}
 
 
 def render_markdown(summary: dict) -> str:
@@ -193,6 +223,9 @@ def render_markdown(summary: dict) -> str:
              f"torch {m['torch']}, {m['date']}. Default mode unless stated.", "",
              "| Claim | Measured |", "|---|---|"]
     lines += [f"| {c['claim']} | {c['text']} |" for c in summary["claims"]]
+    lines += ["", "Every comparison the notebooks record, over seeds (difference = method − baseline; a win needs a "
+              "difference above twice its standard error; per-seed values in `results/summary.json`'s `experiments`):",
+              "", render_experiments(summary.get("experiments", [])).rstrip("\n")]
     return "\n".join(lines) + "\n\n" + render_timings(summary)
 
 
@@ -208,6 +241,29 @@ def render_timings(summary: dict) -> str:
                 if isinstance(m := row.get("default", {}).get("minutes", 0), (int, float)))
     lines.append(f"\nAll notebooks in default mode: {total:.1f} minutes on this machine.")
     return "\n".join(lines) + "\n"
+
+
+def render_expected(summary: dict) -> str:
+    """For the instructor guide: per notebook, what the room should see in default mode (mean, spread over seeds)."""
+    by_notebook: dict[str, list[dict]] = {}
+    for entry in summary.get("experiments", []):
+        by_notebook.setdefault(entry["notebook"], []).append(entry)
+    if not by_notebook:
+        return "No comparison has been recorded yet: run `make results`.\n"
+    lines = []
+    for notebook, entries in sorted(by_notebook.items()):
+        lines.append(f"**`{notebook}`**")
+        for e in entries:
+            arms = []
+            for side in ("baseline", "method"):
+                values = e[side]["values"]
+                low, high, mean = min(values), max(values), sum(values) / len(values)
+                arms.append(f"{e[side]['label']} {_value(e['metric'], mean)} (seeds from {_value(e['metric'], low)} "
+                            f"to {_value(e['metric'], high)}, n = {len(values)})")
+            source = "" if e.get("source", "live") == "live" else " — precomputed, read from a file"
+            lines.append(f"- {e['name']} ({e['metric']}){source}: {arms[0]}; {arms[1]}.")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def readme_block(text: str, start: str = START, end: str = END) -> str:
@@ -231,6 +287,7 @@ def write_summary(summary: dict) -> None:
     (RESULTS_DIR / "summary.md").write_text("# Course results\n\n" + table)
     _replace_block(README, START, END, table)
     _replace_block(GUIDE, TIMINGS_START, TIMINGS_END, render_timings(summary))
+    _replace_block(GUIDE, EXPECTED_START, EXPECTED_END, render_expected(summary))
 
 
 def book() -> Path:
