@@ -9,6 +9,7 @@ from . import (
     config,
     data,
     evaluate,
+    exercises,
     export,
     feature_kd,
     hooks,
@@ -26,6 +27,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "export", "feature_kd", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
+__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm", "losses", "models",
+           "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
 __version__ = "0.1.0"

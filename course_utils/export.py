@@ -729,3 +729,17 @@ def fake_quantization(model: nn.Module, per_channel: bool = True, momentum: floa
             handle.remove()
         for layer in layers:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
+def symmetric_scales(weight: torch.Tensor, per_channel: bool = True, q_max: int = 127) -> torch.Tensor:
+    """Symmetric quantization scales ``s = max|w| / q_max`` (zero point 0), as :class:`WeightFakeQuant` uses:
+    one per output channel (axis 0; shape ``(C_out,)``) when ``per_channel``, else one for the tensor (shape ``()``).
+
+    Krishnamoorthi (2018), section 2: per-channel scales keep a channel of small weights from being
+    rounded to a few levels by another channel's large ones.
+    """
+    if weight.ndim < 1 or weight.numel() == 0:
+        raise ValueError(f"weight must be a non-empty tensor with an output-channel axis, got shape {tuple(weight.shape)}.")
+    if per_channel:
+        return weight.abs().amax(dim=tuple(range(1, weight.ndim))) / q_max if weight.ndim > 1 else weight.abs() / q_max
+    return weight.abs().max() / q_max

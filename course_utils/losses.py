@@ -238,3 +238,33 @@ def multi_scale_hint_loss(student_features: Sequence[torch.Tensor], teacher_feat
     if len(weights) != count or any(not math.isfinite(w) or w < 0 for w in weights):
         raise ValueError(f"weights must be {count} finite numbers >= 0, one per pair, got {weights}.")
     return sum(w * hint_loss(s, t, adapter=r) for w, s, t, r in zip(weights, student_features, teacher_features, regressors))
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats over the last axis, ``H(p) = -sum_i p_i log p_i``, with ``0 log 0 = 0``; shape ``(...)``.
+
+    0 for a one-hot distribution, ``log C`` for the uniform one over ``C`` classes (Shannon 1948).
+    """
+    if probabilities.ndim < 1:
+        raise ValueError("probabilities need a class axis (the last one), got a 0-d tensor.")
+    if not torch.isfinite(probabilities).all() or (probabilities < 0).any():
+        raise ValueError("probabilities must be finite and >= 0 (e.g. cu.losses.soft_targets(logits, T)); "
+                         "pass probabilities, not logits or log-probabilities.")
+    return -torch.special.xlogy(probabilities, probabilities).sum(dim=-1)
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``KL(p || q)`` per position, ``(...)``: ``p = softmax(t / T)`` (teacher), ``q = softmax(s / T)`` (student),
+
+        KL(p || q) = sum_v p_v (log p_v - log q_v),  summed over the last (class or vocabulary) axis only.
+
+    No ``T^2`` factor and no mean: :func:`kd_loss`'s soft term is ``T^2`` times its average over positions
+    (Hinton et al. 2015; per token in Kim and Rush 2016's word-level distillation).
+    """
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape.")
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)

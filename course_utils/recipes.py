@@ -29,7 +29,7 @@ from . import config, data, evaluate, losses, report, train
 SWEEP_FILE = config.REPO_DIR / "results" / "kd_sweep.json"
 SWEEP_COMMAND = "python -m course_utils.kd_sweep"
 TRAINING = MappingProxyType({"batch_size": 64, "lr": 5e-3})
-KD = MappingProxyType({"temperature": 4.0, "alpha": 0.5})
+KD = MappingProxyType({"temperature": 8.0, "alpha": 0.75})
 
 
 def load_sweep(path: str | Path | None = None) -> dict:
