@@ -157,25 +157,26 @@ def _deepest(model: nn.Module, paths: Sequence[str]) -> str:
 
 def train_fitnets(student: nn.Module, train_set: data.ImageSet, test_set: data.ImageSet, teacher_logits: torch.Tensor,
                   teacher_hints: Sequence[torch.Tensor], guided_paths: Sequence[str], regressors: Sequence[nn.Module],
-                  *, hint_steps: int, total_steps: int, seed: int, hint_lr: float | None = None,
+                  *, hint_steps: int, total_steps: int, seed: int, lr: float | None = None,
                   second_stage: train.LossFn | None = None) -> float:
     """FitNets' two stages (Romero et al. 2015) in ``total_steps`` optimizer steps; returns the test accuracy.
 
     Stage 1 (``hint_steps``): the layers up to the deepest guided layer and the ``regressors`` learn to
     predict the teacher's hints (:func:`hint_step`). Stage 2 (the remaining steps): the whole student, KD with
     the course recipe (``cu.recipes.kd_step()``; FitNets' own stage 2 is KD too), or ``second_stage``.
-    Both stages use the course's training recipe (AdamW, batch 64, a cosine per stage).
+    Both stages use the course's training recipe (AdamW, batch 64, a cosine per stage); ``lr`` overrides its rate.
     """
     if not 0 < hint_steps < total_steps:
         raise ValueError(f"hint_steps must be between 1 and total_steps - 1 = {total_steps - 1}, got {hint_steps}.")
     loader = train_set.loader(batch_size=recipes.TRAINING["batch_size"], seed=seed, extra=(teacher_logits, *teacher_hints))
     train.fit(student, loader, epochs=-(-hint_steps // len(loader)), max_steps=hint_steps,
-              loss_fn=hint_step(guided_paths, regressors), lr=hint_lr or recipes.TRAINING["lr"],
+              loss_fn=hint_step(guided_paths, regressors), lr=lr or recipes.TRAINING["lr"],
               extra_modules=list(regressors), seed=seed, progress=False)
     rest = total_steps - hint_steps
     steps_per_epoch = -(-len(train_set) // recipes.TRAINING["batch_size"])
     return recipes.train_student(student, train_set, test_set, epochs=-(-rest // steps_per_epoch), max_steps=rest,
-                                 seed=seed, loss_fn=second_stage or recipes.kd_step(), teacher_logits=teacher_logits)
+                                 seed=seed, loss_fn=second_stage or recipes.kd_step(), teacher_logits=teacher_logits,
+                                 lr=lr or recipes.TRAINING["lr"])
 
 
 def at_step(student_paths: Sequence[str], beta: float = 1000.0, kd: bool = True, p: float = 2.0) -> train.LossFn:

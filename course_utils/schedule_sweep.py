@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm and budget (100, 101, ...)")
     parser.add_argument("--train-subset", type=int, default=10_000, help="training images (stratified, seed 0)")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="optimizer steps")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[40, 80, 160, 320, 640], help="optimizer steps")
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
