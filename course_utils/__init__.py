@@ -23,10 +23,11 @@ from . import (
     schedule,
     text,
     train,
+    validate,
     vibration,
     widgets,
 )
 
 __all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm", "losses", "models",
-           "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "vibration", "widgets"]
+           "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import config, data, text
+from . import config, data, text, validate
 
 SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 
@@ -81,11 +81,14 @@ def build(stdlib: Path, max_bytes: int) -> tuple[str, dict[str, int]]:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stdlib", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
-    parser.add_argument("--max-bytes", type=int, default=3_000_000)
+    parser.add_argument("--stdlib", type=validate.existing_directory, default=Path(sysconfig.get_paths()["stdlib"]))
+    parser.add_argument("--max-bytes", type=validate.positive_int, default=3_000_000)
     parser.add_argument("--out", type=Path, default=config.DATASETS_DIR / "python-docstrings" / text.CORPUS_FILE)
     args = parser.parse_args(argv)
     corpus, counts = build(args.stdlib, args.max_bytes)
+    if not corpus:
+        raise SystemExit(f"no docstring was extracted from {args.stdlib} ({counts}): is it Python's standard library "
+                         "folder? Nothing was written.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(corpus, encoding="ascii", newline="\n")
     print(f"wrote {args.out} ({len(corpus):,} characters) from {args.stdlib}: {counts}")

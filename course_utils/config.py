@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import torch
 
+from . import validate
+
 T = TypeVar("T")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -21,11 +23,19 @@ DATASETS_DIR = REPO_DIR / "datasets"  # shipped data, when running from a checko
 WEIGHTS_DIR = PACKAGE_DIR / "weights"  # shipped checkpoints and their model cards
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
 def quick_mode() -> bool:
-    """True when the environment variable ``COURSE_QUICK`` is set to 1 (or true/yes/on)."""
-    return os.environ.get("COURSE_QUICK", "0").strip().lower() in _TRUE
+    """True when the environment variable ``COURSE_QUICK`` is 1 (or true/yes/on); False when 0 (false/no/off) or unset.
+
+    Any other value is refused: a typo must not silently run the long default mode (or the short one).
+    """
+    value = os.environ.get("COURSE_QUICK", "0").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"COURSE_QUICK={os.environ['COURSE_QUICK']!r} is not understood: set it to 1 for quick mode "
+                         "or 0 for the default mode (true/false, yes/no, on/off also work), or unset it.")
+    return value in _TRUE
 
 
 def pick(default: T, quick: T) -> T:
@@ -38,6 +48,8 @@ def pick(default: T, quick: T) -> T:
 
 def seeds(n_default: int = 3, n_quick: int = 2) -> list[int]:
     """The seeds a comparison runs over: ``0 .. n-1`` (fewer in quick mode)."""
+    n_default = validate.integer(n_default, "n_default", minimum=1, hint="A comparison needs at least one seed.")
+    n_quick = validate.integer(n_quick, "n_quick", minimum=1, hint="A comparison needs at least one seed.")
     return list(range(pick(n_default, n_quick)))
 
 

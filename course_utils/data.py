@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
-from . import config
+from . import config, validate
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -161,7 +161,8 @@ def read_idx(path: Path) -> torch.Tensor:
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels ``(N, 28, 28)`` -> float32 ``(N, 1, 28, 28)``, standardised with MEAN and STD."""
-    return ((pixels.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+    images = pixels.float()  # one float copy, then standardised in place: no full-size temporaries
+    return images.div_(255.0).sub_(MEAN).div_(STD).unsqueeze(1)
 
 
 def denormalise(images: torch.Tensor) -> torch.Tensor:
@@ -178,22 +179,25 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None, sub
     """
     if split not in FILES:
         raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}.")
+    if subset is not None:
+        subset = validate.integer(subset, "subset size", minimum=1,
+                                  hint="It is the number of examples to keep; None keeps the whole split.")
     folder = find_data_dir(root, download=download)
     images_file, labels_file = FILES[split]
     pixels, labels = read_idx(folder / images_file), read_idx(folder / labels_file)
     if len(pixels) != len(labels):
         raise DataFileError(f"{folder}: {len(pixels)} images but {len(labels)} labels. {FIX}")
-    data = ImageSet(normalise(pixels), labels.long())
-    if subset is not None:
-        data, _ = stratified_split(data, subset, seed=seed)
-    return data
+    labels = labels.long()
+    if subset is None:
+        return ImageSet(normalise(pixels), labels)
+    index = stratified_indices(labels, subset, seed=seed)  # as stratified_split would pick, normalising only those
+    return ImageSet(normalise(pixels[index]), labels[index], index=index)
 
 
 def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` seeded indices into ``labels`` with (as nearly as possible) the same class balance."""
     total = len(labels)
-    if not isinstance(n, int) or n < 0 or n > total:
-        raise ValueError(f"subset size must be an integer between 0 and {total} (the split's size), got {n!r}.")
+    n = validate.integer(n, "subset size", minimum=0, maximum=total, hint=f"{total} is the split's size.")
     generator = torch.Generator().manual_seed(seed)
     classes, counts = labels.unique(return_counts=True)
     quota = (counts.double() * n / total).floor().long()
@@ -229,11 +233,16 @@ def make_loader(*tensors: torch.Tensor, batch_size: int = 128, shuffle: bool = T
     """
     if not tensors:
         raise ValueError("make_loader needs at least one tensor.")
+    for position, tensor in enumerate(tensors):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"make_loader takes tensors; argument {position} is a {type(tensor).__name__}: convert it "
+                            "with torch.as_tensor(...).")
     sizes = {len(t) for t in tensors}
     if len(sizes) != 1:
         raise ValueError(f"all tensors must have the same length, got lengths {[len(t) for t in tensors]}.")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    validate.non_empty(tensors[0], "the first tensor", hint="An empty subset? A loader needs at least one example.")
+    batch_size = validate.integer(batch_size, "batch_size", minimum=1)
+    seed = validate.integer(seed, "seed")
     dataset = TensorDataset(*tensors)
     sampler = (RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle
                else SequentialSampler(dataset))

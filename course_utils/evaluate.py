@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import config
+from . import config, validate
 
 
 @torch.no_grad()
@@ -18,6 +19,9 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256
     """``model(images)`` in eval mode, batch by batch, returned on the CPU as ``(N, classes)``."""
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, C, H, W) (or 1-D signals (N, C, L)), got shape {tuple(images.shape)}.")
+    validate.non_empty(images, "images", hint="Pass at least one example (an empty subset?).")
+    validate.all_finite(images, "images")
+    batch_size = validate.integer(batch_size, "batch_size", minimum=1)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else config.device()
@@ -33,27 +37,47 @@ def _check_pair(predictions: torch.Tensor, labels: torch.Tensor) -> None:
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of ``images`` whose arg-max prediction equals ``labels``."""
+    validate.same_length(images, labels, ("images", "labels"))
     predictions = predict_logits(model, images, batch_size).argmax(1)
     _check_pair(predictions, labels.cpu())
     return (predictions == labels.cpu()).float().mean().item()
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """``(num_classes, num_classes)`` counts: row = true class, column = predicted class."""
+    """``(num_classes, num_classes)`` counts: row = true class, column = predicted class.
+
+    Predictions and labels must be class indices in ``[0, num_classes - 1]``: anything else would be counted in
+    the wrong cell, so it is refused.
+    """
+    num_classes = validate.integer(num_classes, "num_classes", minimum=1)
     _check_pair(predictions, labels)
-    index = labels.long() * num_classes + predictions.long()
+    validate.non_empty(predictions, "predictions", hint="Pass at least one prediction to count.")
+    hint = "Predictions are class indices (logits.argmax(1)), and num_classes counts every class."
+    predictions = validate.integer_labels(predictions, "predictions", num_classes, hint=hint)
+    labels = validate.integer_labels(labels, "labels", num_classes, hint=hint)
+    index = labels * num_classes + predictions
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """Accuracy of each true class: the confusion matrix's diagonal over its row sums."""
+    """Accuracy of each true class: the confusion matrix's diagonal over its row sums.
+
+    A class with no example in ``labels`` has no accuracy: its entry is NaN, with a warning naming it.
+    """
     matrix = confusion_matrix(predictions, labels, num_classes).double()
-    return matrix.diag() / matrix.sum(1).clamp(min=1)
+    counts = matrix.sum(1)
+    absent = (counts == 0).nonzero().flatten().tolist()
+    if absent:
+        warnings.warn(f"classes {absent} have no example in labels: their accuracy is undefined (NaN). Evaluate on "
+                      "a set that holds every class (e.g. a stratified subset).", stacklevel=2)
+    return matrix.diag() / counts.where(counts > 0, torch.tensor(float("nan"), dtype=counts.dtype))
+
+
 
 
 def seed_summary(values: Sequence[float]) -> dict[str, object]:
     """Mean, sample standard deviation (0 for one value) and the per-seed values themselves."""
-    values = [float(v) for v in values]
+    values = [float(validate.finite(v, "each seed's value")) for v in values]
     if not values:
         raise ValueError("seed_summary needs at least one value (one per seed), got none.")
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -66,6 +90,9 @@ def gap_closed(student_accuracy: float, scratch_accuracy: float, teacher_accurac
     0 means no better than the scratch student, 1 means as good as the teacher; negative means worse
     than scratch (never clipped).
     """
+    for value, name in ((student_accuracy, "student_accuracy"), (scratch_accuracy, "scratch_accuracy"),
+                        (teacher_accuracy, "teacher_accuracy")):
+        validate.finite(value, name)
     if teacher_accuracy <= scratch_accuracy:
         raise ValueError(f"the teacher ({teacher_accuracy:.4f}) must beat the scratch student "
                          f"({scratch_accuracy:.4f}) for a gap to exist.")
@@ -95,7 +122,8 @@ class Comparison:
 
 def compare(baseline: Sequence[float], method: Sequence[float], higher_is_better: bool = True) -> Comparison:
     """Compare per-seed values of a method with its baseline (at least 2 values each)."""
-    baseline, method = [float(v) for v in baseline], [float(v) for v in method]
+    baseline = [float(validate.finite(v, "each baseline value")) for v in baseline]
+    method = [float(validate.finite(v, "each method value")) for v in method]
     if len(baseline) < 2 or len(method) < 2:
         raise ValueError(f"compare needs at least 2 seeds on each side to estimate the noise, got "
                          f"{len(baseline)} baseline and {len(method)} method values.")

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import validate
+
 PathLike = str | os.PathLike
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -37,6 +39,7 @@ _ORT_DTYPES = {  # onnxruntime's input type string -> numpy dtype
     "tensor(bool)": np.bool_,
 }
 REEXPORT = "Re-export it with cu.export.export_onnx(model, path, example_input)."
+CARD_SUFFIX = ".json"  # the card of "student.onnx" is "student.onnx.json"
 
 
 class ExportError(RuntimeError):
@@ -49,6 +52,57 @@ class OnnxFileError(ValueError):
 
 class InputError(ValueError):
     """An input does not match what the ONNX session expects (shape or dtype)."""
+
+
+# --- model cards --------------------------------------------------------------------------------------------------
+
+
+def card_path(path: PathLike) -> Path:
+    """Where the card of the ONNX file at ``path`` lives: ``<name>.onnx.json`` next to it."""
+    path = Path(path)
+    return path.with_name(path.name + CARD_SUFFIX)
+
+
+def write_card(path: PathLike, **details: Any) -> Path:
+    """Write the ONNX file's card: its sha256 and size (checked on every load) and ``details`` (how it was made)."""
+    import json
+
+    import onnx
+    import onnxruntime
+
+    from .data import sha256
+
+    path = Path(path)
+    card = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, **details,
+            "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
+    return card_path(path)
+
+
+def read_card(path: PathLike) -> dict[str, Any] | None:
+    """The card of the ONNX file at ``path`` after checking the file against it; ``None`` when it has no card.
+
+    Raises :class:`OnnxFileError` when the file's sha256 differs from the card's: the file was changed after it
+    was exported or quantized (edited weights, a half-written copy), so its numbers are not the ones measured.
+    """
+    import json
+
+    from .data import sha256
+
+    path, card_file = Path(path), card_path(path)
+    if not card_file.is_file():
+        return None
+    try:
+        card = json.loads(card_file.read_text())
+        expected = card["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise OnnxFileError(f"the card {card_file} is not a valid ONNX model card ({error}). {REEXPORT}") from error
+    actual = sha256(path)
+    if actual != expected:
+        raise OnnxFileError(f"the ONNX file {path} does not match its card {card_file.name}: sha256 {actual[:16]}..., "
+                            f"the card says {expected[:16]}... The file was changed after it was written (edited "
+                            f"weights, an interrupted copy). {REEXPORT}")
+    return card
 
 
 # --- export -------------------------------------------------------------------------------------------------------
@@ -112,7 +166,7 @@ def export_onnx(model: nn.Module, path: PathLike, example_input: torch.Tensor, *
     dynamic_shapes = ({axis: torch.export.Dim(name) for axis, name in axes.items()},) if axes else None
     was_training = model.training
     model.eval()
-    for stale in (path, path.with_name(path.name + ".data")):
+    for stale in (path, path.with_name(path.name + ".data"), card_path(path)):
         stale.unlink(missing_ok=True)
     try:
         output = io.StringIO()
@@ -140,17 +194,22 @@ def export_onnx(model: nn.Module, path: PathLike, example_input: torch.Tensor, *
         raise ExportError(f"the exported file {path} is not a valid ONNX model: {error}") from error
     onnx.save_model(proto, str(path), save_as_external_data=False)  # one self-contained file
     path.with_name(path.name + ".data").unlink(missing_ok=True)
+    write_card(path, made_by="cu.export.export_onnx", model=type(model).__name__,
+               example_input_shape=list(example_input.shape), dynamic_axes={str(k): v for k, v in axes.items()},
+               opset=opset)
     return path
 
 
 # --- sessions -----------------------------------------------------------------------------------------------------
 
 
-def load_session(path: PathLike, threads: int | None = None) -> Any:
+def load_session(path: PathLike, threads: int | None = None, verify: bool = True) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU for the ONNX file at ``path``.
 
     ``threads`` sets the intra-op thread count (``None``: onnxruntime's default, one per core).
-    Raises :class:`OnnxFileError` for a missing, empty or corrupt file.
+    With ``verify`` (the default) a file that has a card (``<name>.onnx.json``, written by :func:`export_onnx` and
+    the quantizers) must still have the card's sha256; a file made elsewhere, without a card, loads unchecked.
+    Raises :class:`OnnxFileError` for a missing, empty, corrupt or changed file.
     """
     import onnxruntime as ort
 
@@ -159,8 +218,10 @@ def load_session(path: PathLike, threads: int | None = None) -> Any:
         raise OnnxFileError(f"the ONNX file {path} does not exist. {REEXPORT}")
     if path.stat().st_size == 0:
         raise OnnxFileError(f"the ONNX file {path} is empty (an interrupted export?). {REEXPORT}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None (all cores), got {threads!r}.")
+    if threads is not None:
+        threads = validate.integer(threads, "threads", minimum=1, hint="None uses all cores.")
+    if verify:
+        read_card(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -216,6 +277,10 @@ def run_session(session: Any, inputs: ArrayLike, batch_size: int | None = 256) -
     ``None`` runs them in one call.
     """
     array = _to_numpy(inputs)
+    validate.non_empty(array, "inputs", hint="Pass at least one example (with a batch axis).")
+    validate.all_finite(array, "inputs")
+    if batch_size is not None:
+        batch_size = validate.integer(batch_size, "batch_size", minimum=1, hint="None runs everything in one call.")
     check_input(session, array)
     expected = session.get_inputs()[0]
     dynamic_batch = not isinstance(expected.shape[0], int)
@@ -338,6 +403,12 @@ def _pre_process(fp32_path: Path, folder: Path) -> Path:
     return Path(prepared)
 
 
+def _sha256(path: Path) -> str:
+    from .data import sha256
+
+    return sha256(path)
+
+
 def _check_fp32(fp32_path: PathLike, int8_path: PathLike) -> tuple[Path, Path]:
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     if not fp32_path.is_file():
@@ -346,6 +417,7 @@ def _check_fp32(fp32_path: PathLike, int8_path: PathLike) -> tuple[Path, Path]:
     if fp32_path.resolve() == int8_path.resolve():
         raise ValueError("int8_path must differ from fp32_path (the FP32 file would be overwritten).")
     int8_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path(int8_path).unlink(missing_ok=True)  # a failed quantization must not leave the previous file's card
     return fp32_path, int8_path
 
 
@@ -365,6 +437,8 @@ def quantize_dynamic(fp32_path: PathLike, int8_path: PathLike, per_channel: bool
         warnings.simplefilter("ignore")
         prepared = _pre_process(fp32_path, Path(folder))
         ort_quantize_dynamic(str(prepared), str(int8_path), per_channel=per_channel, weight_type=_quant_type(weight_type))
+    write_card(int8_path, made_by="cu.export.quantize_dynamic", source=fp32_path.name,
+               source_sha256=_sha256(fp32_path), per_channel=per_channel, weight_type=weight_type)
     return int8_path
 
 
@@ -424,6 +498,10 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
     if calibration.ndim == 0 or len(calibration) == 0:
         raise ValueError("the calibration set is empty: static quantization measures activation ranges on real "
                          "inputs, so pass a few hundred training examples (e.g. train.images[:512]).")
+    validate.all_finite(calibration, "the calibration set",
+                        hint="A NaN or inf would set an activation range of NaN or inf; calibrate on clean inputs.")
+    percentile = validate.in_range(percentile, "percentile", 0.0, 100.0, low_open=True)
+    batch_size = validate.integer(batch_size, "batch_size", minimum=1)
     fp32_path, int8_path = _check_fp32(fp32_path, int8_path)
     session = load_session(fp32_path)
     check_input(session, calibration[:1])
@@ -440,6 +518,9 @@ def quantize_static(fp32_path: PathLike, int8_path: PathLike, calibration_inputs
                             per_channel=per_channel, activation_type=_quant_type(activation_type),
                             weight_type=_quant_type(weight_type), calibrate_method=methods[method],
                             extra_options=extra, nodes_to_exclude=excluded)
+    write_card(int8_path, made_by="cu.export.quantize_static", source=fp32_path.name, source_sha256=_sha256(fp32_path),
+               method=method, per_channel=per_channel, quant_format=quant_format, calibration_examples=len(calibration),
+               excluded_nodes=len(excluded))
     return int8_path
 
 
@@ -572,18 +653,24 @@ def benchmark(target: Any, example_input_or_shape: ArrayLike | Sequence[int], *,
     or the shape of ONE example, e.g. ``(1, 28, 28)`` (random float32). ``threads``: ``None`` = all cores.
     Timings on a shared machine vary from run to run: compare numbers measured together.
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
-    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
-        raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes!r}.")
+    runs, warmup = validate.integer(runs, "runs", minimum=1), validate.integer(warmup, "warmup", minimum=0)
+    if not batch_sizes:
+        raise ValueError("batch_sizes is empty: pass the batch sizes to time, e.g. (1, 64).")
+    batch_sizes = [validate.integer(b, "each of batch_sizes", minimum=1) for b in batch_sizes]
+    if not threads:
+        raise ValueError("threads is empty: pass the thread counts to time, e.g. (1, None) (None: all cores).")
+    thread_counts = [available_threads() if t is None else
+                     validate.integer(t, "each of threads", minimum=1, hint="None uses all cores.") for t in threads]
     if isinstance(example_input_or_shape, (torch.Tensor, np.ndarray)):
         example = _to_numpy(example_input_or_shape)
         if example.ndim == 0 or len(example) == 0:
             raise ValueError("the example input is empty: pass at least one example (with a batch axis).")
+        validate.all_finite(example, "the example input")
     else:
-        shape = tuple(int(d) for d in example_input_or_shape)
+        shape = tuple(validate.integer(d, "each axis of the example shape", minimum=1,
+                                       hint="Give the shape of ONE example, e.g. (1, 28, 28).")
+                      for d in example_input_or_shape)
         example = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-    thread_counts = [available_threads() if t is None else int(t) for t in threads]
     result = BenchmarkResult()
     if isinstance(target, nn.Module):
         was_training, before = target.training, torch.get_num_threads()
@@ -621,6 +708,12 @@ def benchmark(target: Any, example_input_or_shape: ArrayLike | Sequence[int], *,
 # --- quantization-aware training ------------------------------------------------------------------------------------
 
 
+def _check_grid(q_min: int, q_max: int) -> None:
+    q_min, q_max = validate.integer(q_min, "q_min"), validate.integer(q_max, "q_max")
+    if q_min >= q_max:
+        raise ValueError(f"q_min ({q_min}) must be below q_max ({q_max}): e.g. 0 and 255 (uint8) or -127 and 127 (int8).")
+
+
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor | float, zero_point: torch.Tensor | float, q_min: int,
                   q_max: int) -> torch.Tensor:
     """Quantize and dequantize in float, ``x_hat = s * (clamp(round(x / s) + z, q_min, q_max) - z)``, with the
@@ -629,6 +722,10 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor | float, zero_point: torc
 
     Bengio, Leonard and Courville (2013) for the estimator; Jacob et al. (2018) for quantization-aware training.
     """
+    _check_grid(q_min, q_max)
+    if not bool((torch.as_tensor(scale) > 0).all()):
+        raise ValueError("scale must be > 0 everywhere (it is the step between two quantized values); compute it "
+                         "with cu.export.affine_parameters(low, high).")
     quantized = torch.clamp(torch.round(x / scale) + zero_point, q_min, q_max)  # integers, stored as float
     x_hat = (quantized - zero_point) * scale
     return x + (x_hat - x).detach()  # value of x_hat, gradient of x
@@ -643,6 +740,7 @@ def affine_parameters(low: torch.Tensor, high: torch.Tensor, q_min: int = 0, q_m
     so ``x = low`` maps to ``q_min``, ``x = high`` to ``q_max`` and ``x = 0`` exactly to the integer ``z``.
     Jacob et al. (2018), eq. (1)-(2).
     """
+    _check_grid(q_min, q_max)
     low = torch.as_tensor(low, dtype=torch.float32).clamp(max=0.0)
     high = torch.as_tensor(high, dtype=torch.float32).clamp(min=0.0)
     scale = ((high - low) / (q_max - q_min)).clamp(min=1e-12)

@@ -31,6 +31,20 @@ def resolve(model: nn.Module, path: str) -> nn.Module:
         raise KeyError(f"{type(model).__name__} has no submodule {path!r}. Valid paths: {shown}") from None
 
 
+class Captured(dict):
+    """The dict :func:`capture` fills: asking for a path that produced no output says why, instead of a bare KeyError."""
+
+    def __init__(self, paths: Sequence[str]):
+        super().__init__()
+        self.paths = list(paths)
+
+    def __missing__(self, path: str) -> torch.Tensor:
+        if path in self.paths:
+            raise KeyError(f"{path!r} is hooked but produced no output yet: run the model's forward pass inside the "
+                           "`with` block (and check that forward() really calls that module).")
+        raise KeyError(f"{path!r} was not captured; the captured paths are {self.paths}.")
+
+
 @contextmanager
 def capture(model: nn.Module, paths: Sequence[str], detach: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Fill a dict ``{path: output}`` on every forward pass while the block runs.
@@ -41,7 +55,7 @@ def capture(model: nn.Module, paths: Sequence[str], detach: bool = False) -> Ite
     if isinstance(paths, str):
         paths = [paths]
     modules = {path: resolve(model, path) for path in paths}  # fail before registering anything
-    outputs: dict[str, torch.Tensor] = {}
+    outputs = Captured(list(modules))
     handles = []
 
     def make_hook(path: str):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, evaluate, models, recipes, report, train
+from . import data, evaluate, models, recipes, report, train, validate
 
 SWEEP_FILE, COMMAND = recipes.SWEEP_FILE, recipes.SWEEP_COMMAND
 PEER_RECIPE = {"temperature": 2.0, "alpha": 0.25}  # PyTorch's KD tutorial: T = 2, soft weight 0.25, CE weight 0.75
@@ -48,28 +48,24 @@ def few_label_split(full_train: data.ImageSet, labels: int) -> tuple[data.ImageS
     return data.stratified_split(full_train, labels, seed=0)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", default=models.DEFAULT_STUDENT, help="student of the grid and the omitted classes")
-    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (100, 101, ...)")
-    parser.add_argument("--grid-labels", type=_positive_int, default=2_000, help="labelled images of the grid")
-    parser.add_argument("--grid-epochs", type=_positive_int, default=30)
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9, 1.0])
-    parser.add_argument("--train-subset", type=_positive_int, default=10_000, help="labelled images of the capacity sweep")
-    parser.add_argument("--epochs", type=_positive_int, default=4, help="epochs of the capacity sweep")
-    parser.add_argument("--capacity", nargs="+", default=[*models.STUDENTS, *models.BASELINES])
-    parser.add_argument("--omit-classes", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--omit-transfer", type=_positive_int, default=15_000,
+    parser.add_argument("--student", default=models.DEFAULT_STUDENT, choices=list(models.STUDENTS),
+                        help="student of the grid and the omitted classes")
+    parser.add_argument("--seeds", type=validate.positive_int, default=3, help="seeds per cell (100, 101, ...)")
+    parser.add_argument("--grid-labels", type=validate.positive_int, default=2_000, help="labelled images of the grid")
+    parser.add_argument("--grid-epochs", type=validate.positive_int, default=30)
+    parser.add_argument("--temperatures", type=validate.positive_float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
+    parser.add_argument("--alphas", type=validate.fraction, nargs="+", default=[0.25, 0.5, 0.75, 0.9, 1.0])
+    parser.add_argument("--train-subset", type=validate.positive_int, default=10_000,
+                        help="labelled images of the capacity sweep")
+    parser.add_argument("--epochs", type=validate.positive_int, default=4, help="epochs of the capacity sweep")
+    everyone = [*models.STUDENTS, *models.BASELINES]
+    parser.add_argument("--capacity", nargs="+", choices=everyone, default=everyone)
+    parser.add_argument("--omit-classes", type=validate.non_negative_int, nargs="+", default=list(range(10)))
+    parser.add_argument("--omit-transfer", type=validate.positive_int, default=10_000,
                         help="transfer images (before the class is removed)")
-    parser.add_argument("--omit-epochs", type=_positive_int, default=3)
+    parser.add_argument("--omit-epochs", type=validate.positive_int, default=3)
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge the JSON of parts run separately")
@@ -79,6 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
         return merge(args.merge, args.out)
     if any(not 0 <= k < 10 for k in args.omit_classes):
         parser.error(f"--omit-classes takes class indices 0 to 9, got {args.omit_classes}")
+    if args.train_subset > 60_000 or args.grid_labels > 60_000:
+        parser.error("--train-subset and --grid-labels take at most 60000 (the training split's size)")
+    if args.omit_transfer > 55_000:
+        parser.error("--omit-transfer takes at most 55000 (the training split less the 5000-image validation split)")
 
     start = time.perf_counter()
     seeds = [100 + i for i in range(args.seeds)]
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def merge(parts: Sequence[Path], out: Path) -> dict:
     """Merge parts run in parallel (``--sections``) into one sweep file; their commands and wall times are kept."""
-    loaded = [json.loads(Path(part).read_text()) for part in parts]
+    loaded = [report.load_precomputed(part, COMMAND + " --sections ...", "see its docstring") for part in parts]
     cards = {json.dumps(part["teacher_card"], sort_keys=True) for part in loaded}
     if len(cards) != 1:
         raise ValueError("the parts were computed with different teachers; rerun them with the same one.")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, text
+from . import config, text, validate
 
 TEACHER_CARD = "lm_teacher.json"
 
@@ -29,6 +29,23 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0  # small models on this much data barely overfit in the steps we train
+
+
+def check_ids(idx: torch.Tensor, vocab_size: int, name: str = "idx") -> None:
+    """Refuse token ids that are not an integer ``(B, T)`` tensor with every id in ``[0, vocab_size - 1]``."""
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of token ids, got {type(idx).__name__}: use cu.text.encode(text).")
+    if idx.ndim != 2:
+        fix = f"add the batch axis with {name}[None]" if idx.ndim == 1 else "pass a (B, T) tensor"
+        raise ValueError(f"{name} must be (B, T) token ids (a batch of sequences), got shape {tuple(idx.shape)}: {fix}.")
+    if idx.dtype.is_floating_point or idx.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {idx.dtype}.")
+    if torch.compiler.is_compiling():  # export traces the graph: no data-dependent checks there
+        return
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise ValueError(f"{name} holds the token id {bad}, outside the vocabulary [0, {vocab_size - 1}]: encode text "
+                         "with cu.text.encode, and decode model outputs with cu.text.decode.")
 
 
 class CausalSelfAttention(nn.Module):
@@ -88,6 +105,7 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        check_ids(idx, self.cfg.vocab_size)
         B, T = idx.shape
         if T > self.cfg.block_size:
             raise ValueError(f"sequence of length {T} is longer than block_size={self.cfg.block_size}: crop it "
@@ -137,8 +155,13 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, temperat
     """
     if prompt_ids.ndim != 2 or prompt_ids.shape[1] < 1:
         raise ValueError(f"prompt_ids must be (B, T0) with T0 >= 1, got shape {tuple(prompt_ids.shape)}.")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    check_ids(prompt_ids, model.cfg.vocab_size, "prompt_ids")
+    max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens", minimum=1)
+    temperature = validate.in_range(temperature, "temperature", 0.0, hint="0 = greedy (arg-max).")
+    if top_k is not None:
+        top_k = validate.integer(top_k, "top_k", minimum=1, hint="None samples from every token; 1 is greedy.")
+    if stop_id is not None:
+        stop_id = validate.integer(stop_id, "stop_id", minimum=0, maximum=model.cfg.vocab_size - 1)
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
@@ -179,6 +202,12 @@ def bits_per_char(model: GPT, ids: torch.Tensor, batch_size: int = 64, max_windo
     predicts its last ``block_size`` characters (so early positions see a short context, as in
     training). ``max_windows`` evaluates an evenly spaced subset (quicker).
     """
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be one 1-D stream of token ids (cu.text.encode(text)), got shape {tuple(ids.shape)}.")
+    check_ids(ids[None], model.cfg.vocab_size, "ids")
+    batch_size = validate.integer(batch_size, "batch_size", minimum=1)
+    if max_windows is not None:
+        max_windows = validate.integer(max_windows, "max_windows", minimum=1, hint="None evaluates every window.")
     T = model.cfg.block_size
     n = (len(ids) - 1) // T
     if n < 1:
@@ -284,6 +313,7 @@ class OnnxLM(nn.Module):
         self.input_name = session.get_inputs()[0].name
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        check_ids(idx, self.cfg.vocab_size)
         return torch.from_numpy(self.session.run(None, {self.input_name: idx.numpy().astype("int64")})[0])
 
 
@@ -291,6 +321,10 @@ def latency_per_token(model: nn.Module, prompt: str = "## ", n_tokens: int = 32,
     """Median milliseconds per generated token: batch 1, greedy, no key/value cache (each token reruns the context)."""
     import time
 
+    if not prompt:
+        raise ValueError("prompt is empty: generation needs at least one character to start from, e.g. '## '.")
+    n_tokens = validate.integer(n_tokens, "n_tokens", minimum=1)
+    repeats = validate.integer(repeats, "repeats", minimum=1)
     prompt_ids = text.encode(prompt)[None, :]
     times = []
     for _ in range(repeats):
@@ -303,6 +337,8 @@ def latency_per_token(model: nn.Module, prompt: str = "## ", n_tokens: int = 32,
 def transfer_windows(transfer: dict[str, torch.Tensor], n: int, block_size: int, addition_fraction: float,
                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` training windows ``(x, y)`` from the teacher's transfer set, a share ``addition_fraction`` of them additions."""
+    n = validate.integer(n, "n", minimum=1)
+    addition_fraction = validate.in_range(addition_fraction, "addition_fraction", 0.0, 1.0)
     n_add = round(n * addition_fraction)
     rows = transfer["text_windows"]
     if rows.shape[1] != block_size + 1:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, data, lm, losses, report, text, train
+from . import config, data, lm, losses, report, text, train, validate
 from .kd_sweep import machine
 
 LADDER_FILE = config.REPO_DIR / "results" / "lm_ladder.json"
@@ -38,17 +38,21 @@ def load_ladder(path: str | Path | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", nargs="+", default=[name for name in lm.CONFIGS if name != "teacher"])
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=4, help="passes over the pool of cached windows")
-    parser.add_argument("--temperature", type=float, default=2.0)
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--addition-fraction", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=1)
+    students = [name for name in lm.CONFIGS if name != "teacher"]
+    parser.add_argument("--students", nargs="+", choices=students, default=students)
+    parser.add_argument("--steps", type=validate.positive_int, default=4000)
+    parser.add_argument("--batch-size", type=validate.positive_int, default=32)
+    parser.add_argument("--epochs", type=validate.positive_int, default=4, help="passes over the pool of cached windows")
+    parser.add_argument("--temperature", type=validate.positive_float, default=2.0)
+    parser.add_argument("--alpha", type=validate.fraction, default=0.5)
+    parser.add_argument("--addition-fraction", type=validate.fraction, default=0.5)
+    parser.add_argument("--seed", type=validate.non_negative_int, default=100)
+    parser.add_argument("--threads", type=validate.positive_int, default=1)
     parser.add_argument("--out", type=Path, default=LADDER_FILE)
     args = parser.parse_args(argv)
+    if args.steps * args.batch_size // args.epochs < args.batch_size:
+        parser.error(f"--steps {args.steps} x --batch-size {args.batch_size} / --epochs {args.epochs} leaves fewer "
+                     "windows than one batch: raise --steps or lower --epochs.")
     argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

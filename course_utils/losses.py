@@ -7,6 +7,7 @@ Convention (as in Hinton et al. 2015 and RepDistiller): ``alpha`` weights the so
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -14,13 +15,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validate
 
-def _check_temperature(temperature: float) -> None:
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}.")
-    if not 0 < temperature < float("inf"):
-        raise ValueError(f"temperature must be > 0 and finite, got {temperature}: T = 1 is the plain softmax, "
-                         "larger T softens it (typical values 2 to 8).")
+
+def _check_temperature(temperature: float) -> float:
+    return validate.in_range(temperature, "temperature", 0.0, None, low_open=True,
+                             hint="T = 1 is the plain softmax, larger T softens it (typical values 2 to 8).")
+
+
+def _check_logits(logits: torch.Tensor, name: str) -> int:
+    """Refuse empty, non-finite or single-class logits; return the number of classes."""
+    classes = validate.class_axis(logits, name)
+    validate.non_empty(logits, name, hint="Pass a batch with at least one example.")
+    validate.all_finite(logits, name)
+    return classes
+
+
+def _warn_if_probabilities(teacher_logits: torch.Tensor) -> None:
+    """Warn when every row is non-negative and sums to 1: softmax outputs passed where logits belong."""
+    if bool(teacher_logits.min() >= 0) and bool((teacher_logits.sum(-1) - 1).abs().max() < 1e-3):
+        warnings.warn("teacher_logits look like probabilities (every row is >= 0 and sums to 1): kd_loss applies "
+                      "softmax(t / T) itself, so softened probabilities give a different, flatter target. Pass the "
+                      "teacher's raw logits (its output before softmax).", stacklevel=3)
 
 
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -29,9 +45,9 @@ def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network", eq. (1).
     T = 1 is the ordinary softmax; T -> infinity tends to the uniform distribution.
     """
-    _check_temperature(temperature)
-    if logits.ndim < 1 or logits.shape[-1] < 2:
-        raise ValueError(f"logits need a class axis of size >= 2 (last axis), got shape {tuple(logits.shape)}.")
+    temperature = _check_temperature(temperature)
+    validate.class_axis(logits, "logits")
+    validate.all_finite(logits, "logits")
     return F.softmax(logits / temperature, dim=-1)
 
 
@@ -47,13 +63,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     averaged over like the batch. ``targets`` may be ``None`` only when ``alpha == 1``
     (a transfer set without labels).
     """
-    _check_temperature(temperature)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (the weight of the soft term), got {alpha}.")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape (same batch, same classes).")
-    classes = student_logits.shape[-1]
+    temperature = _check_temperature(temperature)
+    alpha = validate.in_range(alpha, "alpha", 0.0, 1.0, hint="alpha is the weight of the soft (teacher) term.")
+    validate.matching_shapes(student_logits, teacher_logits, ("student_logits", "teacher_logits"),
+                             hint="Same batch, same classes.")
+    classes = _check_logits(student_logits, "student_logits")
+    _check_logits(teacher_logits, "teacher_logits")
+    _warn_if_probabilities(teacher_logits)
     student_flat = student_logits.reshape(-1, classes)
     teacher_flat = teacher_logits.reshape(-1, classes).detach()
     soft = F.kl_div(F.log_softmax(student_flat / temperature, dim=-1),
@@ -85,7 +101,10 @@ class HintAdapter(nn.Sequential):
     """
 
     def __init__(self, student_channels: int, teacher_channels: int, kernel_size: int = 1):
-        if kernel_size < 1 or kernel_size % 2 == 0:
+        student_channels = validate.integer(student_channels, "student_channels", minimum=1)
+        teacher_channels = validate.integer(teacher_channels, "teacher_channels", minimum=1)
+        kernel_size = validate.integer(kernel_size, "kernel_size", minimum=1)
+        if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (1, 3, 5 ...) to keep the resolution, got {kernel_size}.")
         super().__init__(nn.Conv2d(student_channels, teacher_channels, kernel_size, padding=kernel_size // 2, bias=False),
                          nn.BatchNorm2d(teacher_channels))
@@ -93,6 +112,7 @@ class HintAdapter(nn.Sequential):
 
 def align_spatial(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(B, C, H, W)`` features to ``size``: average pooling to shrink, bilinear to grow."""
+    size = tuple(validate.integer(side, "size (height, width)", minimum=1) for side in size)
     if tuple(features.shape[-2:]) == tuple(size):
         return features
     if features.shape[-2] >= size[0] and features.shape[-1] >= size[1]:
@@ -106,6 +126,9 @@ def _check_features(student_features: torch.Tensor, teacher_features: torch.Tens
                          f"and teacher {tuple(teacher_features.shape)}.")
     if student_features.shape[0] != teacher_features.shape[0]:
         raise ValueError(f"batch sizes differ: student {student_features.shape[0]}, teacher {teacher_features.shape[0]}.")
+    for features, name in ((student_features, "student_features"), (teacher_features, "teacher_features")):
+        validate.non_empty(features, name, hint="Pass a batch with at least one example.")
+        validate.all_finite(features, name)
 
 
 def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
@@ -118,12 +141,18 @@ def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
     ``align=True`` resizes the student's maps to the teacher's resolution.
     """
     _check_features(student_features, teacher_features)
+    student_channels, teacher_channels = student_features.shape[1], teacher_features.shape[1]
+    fix = (f"Use adapter=cu.losses.HintAdapter({student_channels}, {teacher_channels}) (student channels, teacher "
+           "channels) and train it with the student.")
     if adapter is not None:
+        conv = next((m for m in adapter.modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is not None and conv.in_channels != student_channels:
+            raise ValueError(f"the adapter takes {conv.in_channels} input channels but the student's features have "
+                             f"{student_channels}. {fix}")
         student_features = adapter(student_features)
-    if student_features.shape[1] != teacher_features.shape[1]:
-        raise ValueError(f"channel mismatch: student {student_features.shape[1]}, teacher "
-                         f"{teacher_features.shape[1]}. Pass adapter=cu.losses.HintAdapter("
-                         f"{student_features.shape[1]}, {teacher_features.shape[1]}) and train it with the student.")
+    if student_features.shape[1] != teacher_channels:
+        what = "the adapter's output" if adapter is not None else "student"
+        raise ValueError(f"channel mismatch: {what} {student_features.shape[1]}, teacher {teacher_channels}. {fix}")
     if student_features.shape[-2:] != teacher_features.shape[-2:]:
         if not align:
             raise ValueError(f"resolution mismatch: student {tuple(student_features.shape[-2:])}, teacher "
@@ -142,9 +171,11 @@ def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """
     if features.ndim != 4:
         raise ValueError(f"features must be (B, C, H, W), got shape {tuple(features.shape)}.")
-    if not p > 0:
-        raise ValueError(f"p must be > 0 (the paper uses p = 2), got {p}.")
-    return F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)
+    p = validate.in_range(p, "p", 0.0, None, low_open=True, hint="The paper uses p = 2.")
+    attention = F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)  # (B, H*W)
+    validate.all_finite(attention, f"the attention map (p = {p:g})",
+                        hint="|A|^p overflowed or the features hold NaN: use a smaller p (the paper uses 2).")
+    return attention
 
 
 def at_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, p: float = 2.0,

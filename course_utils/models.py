@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config
+from . import config, validate
+
+
+def _check_images(x: torch.Tensor) -> None:
+    """Shape-only check (safe while exporting): the image models take ``(B, 1, 28, 28)`` grey images."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected images of shape (B, 1, 28, 28), got {tuple(x.shape)}; add the batch axis with "
+                         "x[None] or the channel axis with x.unsqueeze(1).")
 
 
 class BasicBlock(nn.Module):
@@ -61,6 +68,7 @@ class ResNetTeacher(nn.Module):
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        _check_images(x)
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, C3, 7, 7)
         return self.fc(self.pool(x).flatten(1))  # (B, num_classes)
 
@@ -110,6 +118,11 @@ class Student(nn.Module):
     def __init__(self, cfg: StudentConfig = StudentConfig()):
         super().__init__()
         self.cfg = cfg
+        if len(cfg.widths) != 3:
+            raise ValueError(f"a student has three blocks: widths must hold three channel counts, got {cfg.widths}.")
+        for width in cfg.widths:
+            validate.integer(width, "each width", minimum=1)
+        validate.integer(cfg.depth, "depth", minimum=1)
         w1, w2, w3 = cfg.widths
         self.block1 = ConvBlock(1, w1, cfg.depth, batch_norm=cfg.batch_norm)
         self.block2 = ConvBlock(w1, w2, cfg.depth, pool=True, batch_norm=cfg.batch_norm)
@@ -118,6 +131,7 @@ class Student(nn.Module):
         self.head = nn.Linear(w3 * 9, cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        _check_images(x)
         x = self.block3(self.block2(self.block1(x)))  # (B, w3, 7, 7)
         return self.head(self.pool(x).flatten(1))  # (B, w3 * 9) -> (B, num_classes)
 

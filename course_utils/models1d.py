@@ -195,6 +195,14 @@ def session_peak_ram_mb(onnx_path: str, input_shape: tuple[int, ...], threads: i
     import subprocess
     import sys
 
+    from . import export, validate
+
+    if not Path(onnx_path).is_file():
+        raise export.OnnxFileError(f"the ONNX file {onnx_path} does not exist. {export.REEXPORT}")
+    export.read_card(onnx_path)  # a file changed since export is refused here too
+    input_shape = tuple(validate.integer(d, "each axis of input_shape", minimum=1) for d in input_shape)
+    threads = validate.integer(threads, "threads", minimum=1)
+    runs = validate.integer(runs, "runs", minimum=1)
     completed = subprocess.run([sys.executable, "-c", _RAM_PROBE, str(onnx_path), json.dumps(list(input_shape)),
                                 str(threads), str(runs)], capture_output=True, text=True, check=False)
     if completed.returncode != 0:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import torch
 
+from . import validate
 from .data import CLASS_NAMES, denormalise
 
 
@@ -15,6 +16,10 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | Non
                 class_names: Sequence[str] = CLASS_NAMES, columns: int = 8, titles: Sequence[str] | None = None,
                 size: float = 1.4) -> plt.Figure:
     """A grid of normalised ``(N, 1, 28, 28)`` images with their class names (or ``titles``)."""
+    validate.non_empty(images, "images")
+    for given, name in ((labels, "labels"), (titles, "titles")):
+        if given is not None:
+            validate.same_length(images, given, ("images", name))
     count = len(images)
     rows = max(1, -(-count // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.25)), squeeze=False)
@@ -47,6 +52,9 @@ def plot_history(histories: Mapping[str, object], metric: str = "val_accuracy") 
 
 def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
     """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
+        raise ValueError(f"the confusion matrix {tuple(matrix.shape)} must be square with one row per class name "
+                         f"({len(class_names)} given): pass the class_names of its data set.")
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     ax.imshow(matrix, cmap="Blues")
     ticks = range(len(class_names))
@@ -67,6 +75,13 @@ def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAME
 def plot_distribution(probabilities: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES,
                       title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
     """A bar chart of one probability vector over the classes."""
+    if probabilities.ndim != 1 or len(probabilities) != len(class_names):
+        raise ValueError(f"probabilities must be one vector with a value per class name ({len(class_names)}), got "
+                         f"shape {tuple(probabilities.shape)}.")
+    validate.all_finite(probabilities, "probabilities")
+    if bool(probabilities.min() < 0) or bool(probabilities.max() > 1):
+        raise ValueError("probabilities must lie in [0, 1] (the axis stops there): pass softmax(logits), e.g. "
+                         "cu.losses.soft_targets(logits, temperature), not the logits.")
     fig = ax.figure if ax is not None else plt.subplots(figsize=(6, 2.8))[0]
     ax = ax if ax is not None else fig.axes[0]
     ax.bar(range(len(class_names)), probabilities.detach().cpu(), color="tab:blue")

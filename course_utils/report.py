@@ -10,6 +10,7 @@ Each call merges the values into ``results/runs/<mode>/<section>.json`` (mode is
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +35,11 @@ def load_precomputed(path: str | Path, command: str, duration: str) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `{command}` from the repository root to make it ({duration}).")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): an interrupted write? Restore it with `git checkout -- "
+                         f"{path.name}` or run `{command}` again ({duration}).") from error
 
 
 def runs_dir(mode: str | None = None) -> Path:
@@ -55,15 +60,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The key path of the first NaN or infinite number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} = {value}"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := _non_finite(item, f"{where}[{key!r}]"))), None)
+
+
 def record(section: str, values: dict[str, Any]) -> Path:
-    """Merge ``values`` (numbers, lists, dicts; tensors are converted) into the section's JSON file."""
+    """Merge ``values`` (numbers, lists, dicts; tensors are converted) into the section's JSON file.
+
+    NaN and infinities are refused (JSON has no such numbers, and a summary must not show one silently).
+    """
     if not section or "/" in section:
         raise ValueError(f"section must be a plain name such as '02_distillation_loss', got {section!r}.")
+    plain = _plain(values)
+    found = _non_finite(plain, "values")
+    if found:
+        raise ValueError(f"cannot record {found} for {section!r}: a figure must be a finite number. Find where it became "
+                         "NaN (an empty subset, a diverged run, no validation data), or record None where nothing was "
+                         "measured.")
     folder = runs_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{section}.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged.update(_plain(values))
+    merged.update(plain)
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, hooks, losses, train
+from . import config, hooks, losses, train, validate
 
 ORDERS = ("random", "curriculum")
 
@@ -52,8 +52,10 @@ class Phase:
 
     def __post_init__(self) -> None:
         where = f"phase {self.name!r}"
-        if not isinstance(self.fraction, (int, float)) or isinstance(self.fraction, bool):
-            raise TypeError(f"{where}: fraction must be a number, got {type(self.fraction).__name__}.")
+        for key in ("fraction", "lr", "lr_end", "alpha", "temperature", "at_weight", "pool_start"):
+            value = getattr(self, key)
+            if value is not None or key != "lr_end":  # plain finite floats from here on (NumPy and 0-d tensors too)
+                object.__setattr__(self, key, float(validate.finite(value, f"{where}: {key}")))
         if self.fraction < 0:
             raise ValueError(f"{where}: fraction {self.fraction} is negative; a phase's share of the steps is in (0, 1].")
         if self.fraction == 0:
@@ -101,8 +103,7 @@ class Schedule:
     """
 
     def __init__(self, phases: Sequence[Mapping[str, object] | Phase], total_steps: int):
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
+        total_steps = validate.integer(total_steps, "total_steps", minimum=1)
         if not phases:
             raise ValueError("a schedule needs at least one phase, e.g. [{'name': 'distill', 'fraction': 1.0}].")
         self.phases = [Phase.from_mapping(spec) for spec in phases]
@@ -216,6 +217,8 @@ def difficulty_order(teacher_logits: torch.Tensor, score: str = "confidence") ->
     """
     if teacher_logits.ndim != 2 or teacher_logits.shape[1] < 2:
         raise ValueError(f"teacher_logits must be (N, classes >= 2), got shape {tuple(teacher_logits.shape)}.")
+    validate.non_empty(teacher_logits, "teacher_logits")
+    validate.all_finite(teacher_logits, "teacher_logits", hint="A NaN would be sorted to an arbitrary place.")
     probabilities = torch.softmax(teacher_logits.double(), dim=1)
     if score == "confidence":
         easiness = probabilities.max(dim=1).values
@@ -290,6 +293,8 @@ def cache_attention_maps(teacher: nn.Module, images: torch.Tensor, paths: Sequen
     forward pass per step: ``at_loss = mean((attention_map(student_features) - Q_teacher)^2)``.
     Valid only without data augmentation (the maps belong to these exact images).
     """
+    validate.non_empty(images, "images", hint="Pass the images whose maps to cache.")
+    batch_size = validate.integer(batch_size, "batch_size", minimum=1)
     teacher.eval()
     device = next(teacher.parameters()).device
     chunks: dict[str, list[torch.Tensor]] = {path: [] for path in paths}

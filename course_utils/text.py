@@ -13,13 +13,14 @@ the procedure generalises.
 
 from __future__ import annotations
 
+import numbers
 import random
 import zlib
 from pathlib import Path
 
 import torch
 
-from . import config
+from . import config, validate
 
 VOCAB = "\n" + "".join(chr(code) for code in range(32, 127))  # 96 characters: newline + printable ASCII
 CORPUS_FILE = "python_docstrings.txt"
@@ -43,6 +44,10 @@ def encode(text: str) -> torch.Tensor:
 def decode(ids: torch.Tensor | list[int]) -> str:
     """Token ids -> text (the inverse of :func:`encode`)."""
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in ids):
+        kinds = sorted({type(i).__name__ for i in ids})
+        raise TypeError(f"token ids must be integers, got {', '.join(kinds)} values: pass the ids a model produced "
+                        "(e.g. logits.argmax(-1)), not probabilities or floats.")
     bad = [i for i in ids if not 0 <= i < len(VOCAB)]
     if bad:
         raise ValueError(f"token ids must be in [0, {len(VOCAB) - 1}], got {bad[:5]}.")
@@ -150,6 +155,7 @@ def random_windows(ids: torch.Tensor, n: int, block_size: int,
     """``n`` random windows of ``ids``: inputs ``x`` and next-token targets ``y``, each ``(n, block_size)``."""
     if ids.ndim != 1 or len(ids) <= block_size:
         raise ValueError(f"ids must be a 1-D tensor longer than block_size={block_size}, got shape {tuple(ids.shape)}.")
+    n = validate.integer(n, "n (the number of windows)", minimum=0)
     starts = torch.randint(0, len(ids) - block_size, (n,), generator=generator)
     offsets = torch.arange(block_size + 1)
     windows = ids[starts[:, None] + offsets]  # (n, block_size + 1)

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config
+from . import config, validate
 
 LossFn = Callable[[nn.Module, tuple], torch.Tensor]
 
 
 def set_seed(seed: int) -> None:
     """Seed Python's, PyTorch's (and NumPy's, if present) random generators."""
+    seed = validate.integer(seed, "seed", minimum=0, maximum=2**32 - 1, hint="NumPy takes seeds 0 .. 2**32 - 1.")
     random.seed(seed)
     torch.manual_seed(seed)
     try:
@@ -63,7 +64,8 @@ class History:
 
 def _lr_factor(schedule: str | Callable[[int, int], float], step: int, total: int) -> float:
     if callable(schedule):
-        return float(schedule(step, total))
+        return validate.in_range(schedule(step, total), f"lr_schedule({step}, {total})", 0.0,
+                                 hint="The schedule returns the factor that multiplies lr at each step.")
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
@@ -84,8 +86,19 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, loss_fn: LossF
     """
     from .evaluate import accuracy
 
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    epochs = validate.integer(epochs, "epochs", minimum=1)
+    if max_steps is not None:
+        max_steps = validate.integer(max_steps, "max_steps", minimum=1,
+                                     hint="A run needs at least one optimiser step; None trains every epoch in full.")
+    lr = validate.in_range(lr, "lr", 0.0, None, low_open=True)
+    weight_decay = validate.in_range(weight_decay, "weight_decay", 0.0)
+    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    if steps_per_epoch == 0:
+        raise ValueError("train_loader yields no batch (an empty data set or subset?): fit would run no optimiser "
+                         "step. Check the data you built the loader from.")
+    if val_data is not None:
+        validate.non_empty(val_data[0], "val_data images")
+        validate.same_length(val_data[0], val_data[1], ("val_data images", "val_data labels"))
     if seed is not None:
         set_seed(seed)
     device = config.device(None if device is None else str(device))
@@ -93,8 +106,10 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, loss_fn: LossF
     for module in modules:
         module.to(device)
     params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} (and extra_modules) have no trainable parameter: every one has "
+                         "requires_grad=False. Unfreeze what should learn (p.requires_grad_(True)).")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     history, step = History(), 0
     bar = tqdm(total=total, desc=f"training {type(model).__name__}", disable=not progress, leave=False)
@@ -109,6 +124,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, loss_fn: LossF
             for group in optimizer.param_groups:
                 group["lr"] = lr * _lr_factor(lr_schedule, step, total)
             loss = loss_fn(model, batch)
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} of shape "
+                                f"{tuple(getattr(loss, 'shape', ()))}: reduce it with .mean() (or .sum()).")
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower the learning "
                                          "rate or check the loss function's inputs.")
@@ -120,8 +138,12 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, loss_fn: LossF
             history.step_loss.append(loss.item())
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+        if count == 0:
+            raise RuntimeError(f"epoch {epoch} ran no optimiser step: train_loader yielded no batch although its "
+                               f"len() is {steps_per_epoch} (an exhausted iterator, or ScheduledBatches used twice? "
+                               "build a fresh one).")
         history.epoch.append(epoch)
-        history.train_loss.append(running / max(count, 1))
+        history.train_loss.append(running / count)
         history.lr.append(optimizer.param_groups[0]["lr"])
         history.seconds.append(time.perf_counter() - start)
         if val_data is not None:

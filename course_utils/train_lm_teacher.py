@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, data, lm, text, train
+from . import config, data, lm, text, train, validate
 from .train_teacher import _hardware_name
 
 TRAIN_DIGITS = (1, 2, 3)  # operand lengths the models train on; 4 and 5 are held out entirely
+PROMPT_CHARS = 8  # real characters that start each window of the transfer set; the teacher writes the rest
 
 
 def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
@@ -62,18 +63,23 @@ def transfer_set(model: lm.GPT, text_ids: torch.Tensor, n_windows: int, prompt_c
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--block-size", type=int, default=lm.CONFIGS["teacher"].block_size, help="context in characters")
-    parser.add_argument("--addition-fraction", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--transfer-windows", type=int, default=1024)
-    parser.add_argument("--transfer-additions", type=int, default=4000)
+    parser.add_argument("--steps", type=validate.positive_int, default=6000)
+    parser.add_argument("--batch-size", type=validate.positive_int, default=64)
+    parser.add_argument("--lr", type=validate.positive_float, default=2e-3)
+    parser.add_argument("--warmup", type=validate.non_negative_int, default=100)
+    parser.add_argument("--block-size", type=validate.positive_int, default=lm.CONFIGS["teacher"].block_size,
+                        help=f"context in characters (at least {PROMPT_CHARS}, the transfer set's real prompt)")
+    parser.add_argument("--addition-fraction", type=validate.fraction, default=0.5)
+    parser.add_argument("--seed", type=validate.non_negative_int, default=0)
+    parser.add_argument("--threads", type=validate.positive_int, default=None,
+                        help="torch threads (default: torch's choice)")
+    parser.add_argument("--transfer-windows", type=validate.positive_int, default=1024)
+    parser.add_argument("--transfer-additions", type=validate.positive_int, default=4000)
     parser.add_argument("--out", type=Path, default=config.WEIGHTS_DIR)
     args = parser.parse_args(argv)
+    if args.block_size < PROMPT_CHARS:
+        parser.error(f"--block-size {args.block_size} is shorter than the transfer set's {PROMPT_CHARS}-character "
+                     "prompt: use at least that many characters of context.")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -112,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         exact[str(digits)] = round(lm.addition_accuracy(model, problems), 4)
     print(f"validation bits/char {bpc:.3f}; exact match by operand length {exact}", flush=True)
     gen_start = time.perf_counter()
-    transfer = transfer_set(model, text_ids, args.transfer_windows, 8, 0.7, args.transfer_additions, args.seed + 1)
+    transfer = transfer_set(model, text_ids, args.transfer_windows, PROMPT_CHARS, 0.7, args.transfer_additions,
+                            args.seed + 1)
     gen_seconds = time.perf_counter() - gen_start
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
         "sha256": data.sha256(weights),
         "transfer_file": transfer_path.name,
         "transfer_sha256": data.sha256(transfer_path),
-        "transfer": f"{args.transfer_windows} windows (8 real characters, then the teacher's sampling at temperature "
-                    f"0.7) and {args.transfer_additions} training additions answered greedily",
+        "transfer": f"{args.transfer_windows} windows ({PROMPT_CHARS} real characters, then the teacher's sampling at "
+                    f"temperature 0.7) and {args.transfer_additions} training additions answered greedily",
         "transfer_seconds": round(gen_seconds, 1),
     }
     (args.out / lm.TEACHER_CARD).write_text(json.dumps(card, indent=2) + "\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, evaluate, models, report, train
+from . import config, data, evaluate, models, report, train, validate
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -38,12 +38,12 @@ def _hardware_name(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=validate.positive_int, default=10)
+    parser.add_argument("--seed", type=validate.non_negative_int, default=0)
+    parser.add_argument("--lr", type=validate.positive_float, default=0.1)
+    parser.add_argument("--batch-size", type=validate.positive_int, default=128)
     parser.add_argument("--out", type=Path, default=config.WEIGHTS_DIR)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all)")
+    parser.add_argument("--threads", type=validate.positive_int, default=None, help="CPU threads for PyTorch (default: all)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import validate
+
 FAULTS = ("healthy", "outer", "inner", "ball")
 SEVERITIES = ("mild", "severe")
 CLASS_NAMES = ("healthy",) + tuple(f"{fault}-{severity}" for fault in FAULTS[1:] for severity in SEVERITIES)
@@ -52,6 +54,7 @@ def defect_frequencies(shaft_hz: float | np.ndarray, geometry: BearingGeometry =
     Returns ``{"shaft", "ftf", "bpfo", "bpfi", "bsf"}``; e.g. the 6205 at 30 Hz: BPFO = 107.5 Hz, BPFI = 162.5 Hz.
     """
     shaft_hz = np.asarray(shaft_hz, dtype=np.float64)
+    validate.all_finite(shaft_hz, "shaft_hz")
     if np.any(shaft_hz <= 0):
         raise ValueError(f"shaft_hz must be positive (revolutions per second = rpm / 60), got {shaft_hz}.")
     ratio = geometry.ball_diameter_mm / geometry.pitch_diameter_mm * math.cos(math.radians(geometry.contact_angle_deg))
@@ -153,9 +156,15 @@ def generate(labels: np.ndarray | list[int], config: MachineConfig = MachineConf
     The impacts are an impulse train (:func:`impact_rate`, slip, load-zone modulation) convolved,
     via the FFT, with each window's damped resonance; the shaft adds harmonics 1x-3x growing with load.
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES))):
-        raise ValueError(f"labels must be a 1-D array of class indices in [0, {len(CLASS_NAMES) - 1}].")
+    labels = validate.integer_labels(np.asarray(labels), "labels", len(CLASS_NAMES),
+                                     hint=f"Use the positions in cu.vibration.CLASS_NAMES {CLASS_NAMES}.")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class indices, got shape {labels.shape}.")
+    for given, name in ((speed_hz, "speed_hz"), (load, "load")):
+        if given is not None:
+            validate.all_finite(np.asarray(given, dtype=np.float64), name)
+    if load is not None and np.any(np.asarray(load) < 0):
+        raise ValueError(f"load must be >= 0 (a fraction of the rated load), got {load}.")
     rng = np.random.default_rng(seed)
     batch, length, fs = len(labels), config.window, config.sample_rate
     speed = rng.uniform(*config.speed_hz, batch) if speed_hz is None else np.broadcast_to(speed_hz, (batch,)).astype(float)
@@ -197,8 +206,7 @@ def generate(labels: np.ndarray | list[int], config: MachineConfig = MachineConf
 
 def make_dataset(n_per_class: int, config: MachineConfig = MachineConfig(), seed: int = 0) -> VibrationSet:
     """A balanced, shuffled set: ``n_per_class`` windows of each of the 7 classes (deterministic by ``seed``)."""
-    if n_per_class < 1:
-        raise ValueError(f"n_per_class must be at least 1, got {n_per_class}.")
+    n_per_class = validate.integer(n_per_class, "n_per_class", minimum=1)
     labels = np.repeat(np.arange(len(CLASS_NAMES)), n_per_class)
     labels = np.random.default_rng(seed + 10_000).permutation(labels)
     return generate(labels, config, seed)
@@ -214,6 +222,9 @@ def envelope_spectrum(signal: np.ndarray | torch.Tensor, sample_rate: float,
     ``(frequencies_hz, magnitude)`` over the last axis; impacts at rate ``f_d`` give peaks at ``k f_d``.
     """
     x = np.asarray(signal, dtype=np.float64)
+    validate.non_empty(x, "signal", hint="Pass at least one sample.")
+    validate.all_finite(x, "signal", hint="Fix or cut the gaps before the spectrum.")
+    sample_rate = validate.in_range(sample_rate, "sample_rate", 0.0, None, low_open=True)
     n = x.shape[-1]
     spectrum = np.fft.fft(x, axis=-1)
     freqs = np.fft.fftfreq(n, 1.0 / sample_rate)
@@ -237,6 +248,11 @@ def save_recording(path: str | Path, signal: np.ndarray, sample_rate: float) -> 
     """Write a 1-D recording as ``.npz`` (arrays ``signal`` and ``sample_rate``) or ``.csv`` (see :func:`load_recording`)."""
     path = Path(path)
     signal = np.asarray(signal, dtype=np.float64)
+    if signal.ndim != 1:
+        raise ValueError(f"signal must be one channel, shape (T,), got {signal.shape}: save one channel per file.")
+    validate.non_empty(signal, "signal", hint="There is nothing to save.")
+    validate.all_finite(signal, "signal", hint="load_recording would refuse the file: fix or cut the gaps first.")
+    sample_rate = validate.in_range(sample_rate, "sample_rate", 0.0, None, low_open=True)
     if path.suffix == ".npz":
         np.savez(path, signal=signal, sample_rate=np.float64(sample_rate))
     elif path.suffix == ".csv":
@@ -271,12 +287,13 @@ def load_recording(path: str | Path, sample_rate: float | None = None) -> tuple[
             header = handle.readline().strip()
             if not header.startswith("# sample_rate="):
                 raise ValueError(f"{path.name}: the first line must be '# sample_rate=<Hz>', got {header[:40]!r}.")
-            rate = float(header.split("=", 1)[1])
-            rows = [row for row in csv.reader(handle) if row]
-        if any(len(row) != 1 for row in rows):
-            raise ValueError(f"{path.name}: expected one value per line (one channel), found rows with "
-                             f"{max(len(row) for row in rows)} columns: save one channel per file.")
-        signal = np.array([float(row[0]) for row in rows])
+            rate = _csv_number(header.split("=", 1)[1], path, 1, "the sample rate")
+            rows = [(line, row) for line, row in enumerate(csv.reader(handle), start=2) if row]
+        wide = [(line, row) for line, row in rows if len(row) != 1]
+        if wide:
+            raise ValueError(f"{path.name}, line {wide[0][0]}: expected one value per line (one channel), found "
+                             f"{len(wide[0][1])} columns: save one channel per file.")
+        signal = np.array([_csv_number(row[0], path, line, "a sample") for line, row in rows])
     else:
         raise ValueError(f"unsupported file type {path.suffix!r}: use .npz or .csv (see cu.vibration.load_recording).")
     if signal.ndim == 2 and signal.shape[1] == 1:
@@ -284,6 +301,8 @@ def load_recording(path: str | Path, sample_rate: float | None = None) -> tuple[
     if signal.ndim != 1:
         raise ValueError(f"{path.name}: signal must be one channel, shape (T,) or (T, 1), got {signal.shape}: "
                          "select the channel you want (e.g. signal[:, 0]) and save it again.")
+    if signal.size == 0:
+        raise ValueError(f"{path.name} holds no samples: record (or export) the signal again.")
     if not rate > 0:
         raise ValueError(f"{path.name}: sample_rate must be positive, got {rate}.")
     if sample_rate is not None and not math.isclose(rate, sample_rate, rel_tol=1e-6):
@@ -296,10 +315,20 @@ def load_recording(path: str | Path, sample_rate: float | None = None) -> tuple[
     return signal, rate
 
 
+def _csv_number(text: str, path: Path, line: int, what: str) -> float:
+    """``float(text)``, with an error that names the file and the line."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path.name}, line {line}: {text.strip()[:40]!r} is not a number ({what} was expected): "
+                         "fix or delete that line.") from None
+
+
 def to_windows(signal: np.ndarray, window: int, hop: int | None = None) -> torch.Tensor:
     """Cut a 1-D recording into ``(N, 1, window)`` float32 windows every ``hop`` samples (default: no overlap)."""
     signal = np.asarray(signal)
-    hop = window if hop is None else hop
+    window = validate.integer(window, "window", minimum=1)
+    hop = window if hop is None else validate.integer(hop, "hop", minimum=1)
     if signal.ndim != 1:
         raise ValueError(f"signal must be 1-D (T,), got shape {signal.shape}.")
     if window < 1 or hop < 1:

@@ -13,6 +13,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from . import validate
+
 
 def _default(control: Any) -> Any:
     """The starting value of an ``interact``-style control: (lo, hi[, step]) -> lo, list -> first."""
@@ -25,6 +27,28 @@ def _default(control: Any) -> Any:
     return control
 
 
+def _check_default(name: str, control: Any, value: Any) -> None:
+    """Refuse a slider whose range is empty or excludes its default, and a dropdown default that is not an option.
+
+    ipywidgets would clamp such a slider to its range, so the widget would start from another value than the
+    static figure shows.
+    """
+    if isinstance(control, tuple) and len(control) in (2, 3):
+        low, high = (validate.finite(v, f"the {name} slider's bounds") for v in control[:2])
+        if not low < high:
+            raise ValueError(f"the {name} slider needs low < high, got ({low}, {high}): write (low, high[, step]).")
+        value = validate.finite(value, f"the default of {name}")
+        if not low <= value <= high:
+            raise ValueError(f"the default {name} = {value} lies outside its slider's range [{low}, {high}]: the widget "
+                             f"would clamp it while the static figure shows {value}. Widen the range or change the default.")
+    elif isinstance(control, (list, dict)):
+        options = list(control.values()) if isinstance(control, dict) else control
+        if not options:
+            raise ValueError(f"the {name} dropdown has no options.")
+        if value not in options:
+            raise ValueError(f"the default {name} = {value!r} is not one of the dropdown's options {options}.")
+
+
 def explore(fn: Callable[..., Any], defaults: dict[str, Any] | None = None, **controls: Any) -> Any:
     """Show ``fn(**defaults)`` as a static figure, then an ``ipywidgets.interactive`` over ``controls``.
 
@@ -32,8 +56,14 @@ def explore(fn: Callable[..., Any], defaults: dict[str, Any] | None = None, **co
     a list for a dropdown, or a widget. Sliders update on release (``continuous_update=False``).
     Returns the interactive widget, or ``None`` when ipywidgets is not installed.
     """
+    unknown = sorted(set(defaults or {}) - set(controls))
+    if unknown:
+        raise ValueError(f"defaults names {unknown}, which have no control: the static figure would use them but the "
+                         f"widget would not. Give each a control, or fix it with functools.partial(fn, ...).")
     values = {name: _default(control) for name, control in controls.items()}
     values.update(defaults or {})
+    for name, control in controls.items():
+        _check_default(name, control, values[name])
     fn(**values)
     plt.show()  # the static figure: what CI and static viewers keep
     try:

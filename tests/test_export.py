@@ -47,7 +47,7 @@ def fp32_path(cnn, tmp_path_factory) -> export.Path:
 
 def test_export_writes_one_checked_file_with_a_dynamic_batch(cnn, fp32_path):
     assert cnn.training, "export must restore the model's training mode"
-    assert [p.name for p in fp32_path.parent.iterdir()] == ["cnn.onnx"]  # no external .data file
+    assert sorted(p.name for p in fp32_path.parent.iterdir()) == ["cnn.onnx", "cnn.onnx.json"]  # no .data file; a card
     proto = onnx.load(str(fp32_path))
     onnx.checker.check_model(proto, full_check=True)
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
@@ -86,6 +86,23 @@ def test_int8_files_are_smaller_and_close(cnn, fp32_path, images, tmp_path):
         assert report.max_abs_diff < 0.25 and report.agreement >= 0.85
     ops = {node.op_type for node in onnx.load(str(static)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # the QDQ format
+
+
+def test_exported_and_quantized_files_carry_a_card_that_loading_checks(fp32_path, tmp_path):
+    from course_utils.data import sha256
+
+    card = export.read_card(fp32_path)
+    assert card["made_by"] == "cu.export.export_onnx" and card["model"] == "SmallCNN"
+    assert card["sha256"] == sha256(fp32_path) and card["bytes"] == fp32_path.stat().st_size
+    int8 = export.quantize_dynamic(fp32_path, tmp_path / "int8.onnx")
+    assert export.read_card(int8)["source_sha256"] == card["sha256"]
+    altered = bytearray(int8.read_bytes())
+    altered[-20] ^= 0xFF  # one byte of the file changed after it was written
+    int8.write_bytes(bytes(altered))
+    with pytest.raises(export.OnnxFileError, match="does not match its card int8.onnx.json"):
+        export.load_session(int8)
+    with pytest.raises(export.OnnxFileError, match="does not match its card"):
+        export.quantize_dynamic(int8, tmp_path / "again.onnx")  # nor is a changed file quantized
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])

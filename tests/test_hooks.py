@@ -59,10 +59,17 @@ def test_handles_are_removed_after_an_exception(student):
 
 
 def test_handles_are_removed_when_the_forward_pass_fails(student):
-    with pytest.raises(RuntimeError):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("a layer failed")
+
+    student.block2 = Broken()  # block1's hook has fired when block2 raises
+    with pytest.raises(RuntimeError, match="a layer failed"):
         with cu.hooks.capture(student, ["block1"]):
-            student(torch.randn(1, 3, 28, 28))  # wrong channel count: the model raises
+            student(torch.randn(1, 1, 28, 28))
     assert _hook_count(student) == 0
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):  # a wrong channel count is named before any layer runs
+        student(torch.randn(1, 3, 28, 28))
 
 
 def test_nested_captures_fill_their_own_dicts(student):

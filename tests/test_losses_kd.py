@@ -264,7 +264,7 @@ def test_kd_loss_rejects_infinite_temperature_boolean_alpha_and_float_targets():
     labels = torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match="> 0 and finite"):
         cu.losses.kd_loss(logits, logits, labels, temperature=float("inf"), alpha=0.5)
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(TypeError, match="alpha must be a number"):  # a bool is not a weight
         cu.losses.kd_loss(logits, logits, labels, temperature=2.0, alpha=True)
     with pytest.raises(TypeError, match="integer class indices"):
         cu.losses.kd_loss(logits, logits, labels.float(), temperature=2.0, alpha=0.5)

@@ -124,7 +124,7 @@ def test_schedule_errors():
         Schedule([{"name": "a", "fraction": 1.0, "order": "hardest"}], 10)
     with pytest.raises(ValueError, match="unique"):
         Schedule([{"name": "a", "fraction": 0.5}, {"name": "a", "fraction": 0.5}], 10)
-    with pytest.raises(ValueError, match="total_steps must be a positive integer"):
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 1"):
         Schedule([{"name": "a", "fraction": 1.0}], 0)
     with pytest.raises(ValueError, match="at least one phase"):
         Schedule([], 10)

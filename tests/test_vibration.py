@@ -189,5 +189,8 @@ def test_end_to_end_pipeline_quick(tmp_path):
     assert 0.0 <= accuracy <= 1.0
     ram = models1d.session_peak_ram_mb(str(int8), (1, 1, 2048), runs=2)
     assert ram["process_peak_mb"] >= ram["baseline_mb"] > 0 and ram["session_mb"] >= 0
-    with pytest.raises(RuntimeError, match="memory probe failed"):
+    with pytest.raises(export.OnnxFileError, match="does not exist"):  # refused before a subprocess starts
         models1d.session_peak_ram_mb(str(tmp_path / "missing.onnx"), (1, 1, 2048))
+    (tmp_path / "corrupt.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(RuntimeError, match="memory probe failed"):
+        models1d.session_peak_ram_mb(str(tmp_path / "corrupt.onnx"), (1, 1, 2048))
