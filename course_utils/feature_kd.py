@@ -27,7 +27,8 @@ SWEEP_COMMAND = "python -m course_utils.feature_sweep"
 
 def load_sweep(path: str | Path | None = None) -> dict:
     """Notebooks 03-04's precomputed comparisons (``results/feature_sweep.json``); a clear error says how to make it."""
-    return report.load_precomputed(path or SWEEP_FILE, SWEEP_COMMAND, "about 40 minutes on one CPU core")
+    return report.load_precomputed(path or SWEEP_FILE, SWEEP_COMMAND,
+                                   "about 35 minutes on one CPU core (its two parts in parallel, one core each: about 18)")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ Sections (every arm of a section trains the same student on the same images for 
   norm from scratch (the control: is the student hard to train because it is deep and thin, or because it has
   no normalisation?).
 - ``default``: the course's default student (a plain CNN with batch norm): scratch, KD, FitNets direct + KD,
-  and attention transfer on its three blocks + KD.
+  and attention transfer on its three blocks, + KD and + cross-entropy, for each weight of ``--betas``.
 - ``residual``: the thin residual student of the teacher's family (``cu.models.RESIDUAL_STUDENTS``): scratch, KD,
-  attention transfer on three stages + KD, and attention transfer + cross-entropy.
+  attention transfer on three stages, + KD and + cross-entropy, for each weight of ``--betas``.
 
 Budget and data as in the notebooks: a stratified subset of the training split (seed 0), the course's training
 recipe (AdamW, batch 64, cosine), the teacher's logits, hints and maps cached (no augmentation, so exact), the
@@ -38,7 +38,7 @@ from . import data, evaluate, feature_kd, models, recipes, report, schedule, tra
 SWEEP_FILE, COMMAND = feature_kd.SWEEP_FILE, feature_kd.SWEEP_COMMAND
 SECTIONS = ("deep", "default", "residual")
 TEACHER_STAGES = ("layer1", "layer2", "layer3")
-BETA = 1000.0  # the attention-transfer weight of Zagoruyko and Komodakis's code
+BETA = 1000.0  # the attention-transfer weight of Zagoruyko and Komodakis's code (their 32 x 32 CIFAR maps)
 
 
 def hint_steps(total_steps: int, fraction: float = 0.25) -> int:
@@ -49,10 +49,12 @@ def hint_steps(total_steps: int, fraction: float = 0.25) -> int:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (100, 101, ...)")
-    parser.add_argument("--train-subset", type=int, default=4_000, help="training images (stratified, seed 0)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs of every arm")
+    parser.add_argument("--train-subset", type=int, default=1_000, help="training images (stratified, seed 0)")
+    parser.add_argument("--epochs", type=int, default=16, help="epochs of every arm")
     parser.add_argument("--hint-fraction", type=float, default=0.25, help="share of the steps in FitNets' stage 1")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--betas", type=float, nargs="+", default=[BETA, BETA / 10],
+                        help="attention-transfer weights of the AT arms (AT + KD and AT + CE for each)")
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge the JSON of parts run separately")
     args = parser.parse_args(argv)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": COMMAND + (" " + " ".join(argv) if argv else ""), "seeds": seeds,
         "settings": {"train_subset": args.train_subset, "subset_seed": 0, "epochs": args.epochs,
                      "total_steps": total_steps, "hint_steps": hint_steps(total_steps, args.hint_fraction),
-                     "training": dict(recipes.TRAINING), "kd": dict(recipes.KD), "beta": BETA,
+                     "training": dict(recipes.TRAINING), "kd": dict(recipes.KD),
                      "test_images": len(test_set)},
         "teacher_card": {k: models.teacher_card()[k] for k in ("sha256", "test_accuracy")},
         "machine": f"{report.cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
@@ -127,21 +129,31 @@ def main(argv: list[str] | None = None) -> dict:
                           "arms": arms, "with_batch_norm_scratch": control,
                           "mappings": {name: {"pairs": m.pairs, "steps": m.steps, "description": m.description}
                                        for name, m in feature_kd.MAPPINGS.items()}}
+    def attention_arms(section: str, student: str, paths: list[str]) -> dict[str, dict[str, object]]:
+        """Attention transfer on ``paths`` (teacher maps of layer1-3), + KD and + cross-entropy, per ``--betas``."""
+        arms = {}
+        for beta in args.betas:
+            suffix = "" if beta == BETA else f" (beta {beta:g})"
+            arms["AT + KD" + suffix] = arm(f"{section} AT + KD{suffix}",
+                                           plain_run(student, feature_kd.at_step(paths, beta), maps))
+            arms["AT" + suffix] = arm(f"{section} AT + CE{suffix}",
+                                      plain_run(student, feature_kd.at_step(paths, beta, kd=False), maps))
+        return arms
+
     if "default" in args.sections:
         student, paths = models.DEFAULT_STUDENT, ["block1", "block2", "block3"]
-        result["default"] = {"student": student, "at_paths": paths, "arms": {
+        result["default"] = {"student": student, "at_paths": paths, "betas": args.betas, "arms": {
             "scratch": arm("default scratch", plain_run(student)),
             "KD": arm("default KD", plain_run(student, recipes.kd_step())),
             "FitNets direct + KD": arm("default FitNets", fitnets_run(student, feature_kd.MAPPINGS["direct"], hints)),
-            "AT + KD": arm("default AT + KD", plain_run(student, feature_kd.at_step(paths, BETA), maps))}}
+            **attention_arms("default", student, paths)}}
     if "residual" in args.sections:
         student, paths = next(iter(models.RESIDUAL_STUDENTS)), list(TEACHER_STAGES)  # the teacher's own paths
         result["residual"] = {"student": student, "parameters": models.count_parameters(models.create(student)),
-                              "at_paths": paths, "arms": {
+                              "at_paths": paths, "betas": args.betas, "arms": {
             "scratch": arm("residual scratch", plain_run(student)),
             "KD": arm("residual KD", plain_run(student, recipes.kd_step())),
-            "AT + KD": arm("residual AT + KD", plain_run(student, feature_kd.at_step(paths, BETA), maps)),
-            "AT": arm("residual AT + CE", plain_run(student, feature_kd.at_step(paths, BETA, kd=False), maps))}}
+            **attention_arms("residual", student, paths)}}
 
     result["wall_seconds"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -216,7 +216,7 @@ def test_feature_sweep_smoke_run_writes_every_arm(tmp_path):
     assert out.is_file() and result["seeds"] == [100, 101]
     assert result["settings"]["total_steps"] == 4 and result["settings"]["hint_steps"] == 1
     arms = result["default"]["arms"]
-    assert list(arms) == ["scratch", "KD", "FitNets direct + KD", "AT + KD"]
+    assert list(arms) == ["scratch", "KD", "FitNets direct + KD", "AT + KD", "AT", "AT + KD (beta 100)", "AT (beta 100)"]
     assert all(len(arm["values"]) == 2 and 0.0 <= arm["mean"] <= 1.0 for arm in arms.values())
     assert cu.feature_kd.load_sweep(out)["command"].startswith("python -m course_utils.feature_sweep")
     with pytest.raises(SystemExit):
