@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
             **attention_arms("residual", student, paths)}}
 
     result["wall_seconds"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    report.write_precomputed(args.out, result)
     log(f"wrote {args.out}")
     return result
 
@@ -178,8 +177,7 @@ def merge(parts: list[Path], out: Path) -> dict:
     result["command"] = " ; ".join(part["command"] for part in loaded) + f" ; {COMMAND} --merge ..."
     result["part_wall_seconds"] = [part["wall_seconds"] for part in loaded]
     result["wall_seconds"] = max(result["part_wall_seconds"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    report.write_precomputed(out, result)
     print(f"merged {len(loaded)} parts into {out}")
     return result
 

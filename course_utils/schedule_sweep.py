@@ -15,7 +15,6 @@ seeds are 0, 1, 2). Curricula are reported to help mainly when the budget is sho
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
               "teacher_card": {k: models.teacher_card()[k] for k in ("sha256", "test_accuracy")},
               "machine": f"{report.cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
               "wall_seconds": time.perf_counter() - start}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    report.write_precomputed(args.out, result)
     print(f"wrote {args.out}")
     return result
 
