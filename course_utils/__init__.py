@@ -11,6 +11,7 @@ from . import (
     evaluate,
     exercises,
     export,
+    feature_kd,
     hooks,
     lm,
     losses,
@@ -28,6 +29,7 @@ from . import (
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "hooks", "lm", "losses", "models", "models1d",
-           "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "validate", "vibration", "widgets"]
+__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm", "losses",
+           "models", "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "validate",
+           "vibration", "widgets"]
 __version__ = "0.1.0"

@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         values.update({"command": COMMAND + (" " + " ".join(argv) if argv else ""),
                        "wall_seconds": time.perf_counter() - section_start})
         result[section] = values
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        report.write_precomputed(args.out, result)
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

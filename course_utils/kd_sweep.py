@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["omitted"] = _omitted(args, full_train, train_logits, test_set, seeds, log)
 
     result["wall_seconds"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    report.write_precomputed(args.out, result)
     log(f"wrote {args.out}")
     return result
 
@@ -124,8 +123,7 @@ def merge(parts: Sequence[Path], out: Path) -> dict:
     result["command"] = " ; ".join(part["command"] for part in loaded) + " ; " + COMMAND + " --merge ..."
     result["part_wall_seconds"] = [part["wall_seconds"] for part in loaded]
     result["wall_seconds"] = max(result["part_wall_seconds"])  # the parts ran side by side
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    report.write_precomputed(out, result)
     print(f"merged {len(loaded)} parts into {out}")
     return result
 

@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "torch": torch.__version__, "teacher_sha256": card["sha256"], "settings": settings,
                   "teacher": teacher_row, "rows": rows, "runs": done, "complete": complete,
                   "wall_seconds": spent + time.perf_counter() - start}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        report.write_precomputed(args.out, result)
         return result
 
     for name in args.students:

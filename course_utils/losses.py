@@ -6,7 +6,10 @@ Convention (as in Hinton et al. 2015 and RepDistiller): ``alpha`` weights the so
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +193,82 @@ def at_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, p: f
                              f"{tuple(teacher_features.shape[-2:])}. Pass align=True or pair layers of the same resolution.")
         student_features = align_spatial(student_features, tuple(teacher_features.shape[-2:]))
     return (attention_map(student_features, p) - attention_map(teacher_features.detach(), p)).pow(2).mean()
+
+
+class Resize(nn.Module):
+    """Resize ``(B, C, H, W)`` maps to a fixed ``size`` with :func:`align_spatial` (pool to shrink, bilinear to grow)."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be (height, width) with both >= 1, got {tuple(size)}.")
+        self.size = (int(size[0]), int(size[1]))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return align_spatial(features, self.size)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def progressive_widths(student_channels: int, teacher_channels: int, steps: int) -> list[int]:
+    """The widths a regressor passes through from ``student_channels`` to ``teacher_channels`` in ``steps`` convs,
+    spaced geometrically: ``c_k = round(c_s * (c_t / c_s)^(k / steps))``, e.g. 16 -> 32 -> 64 for 2 steps."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1 (1 is a single conv straight to the teacher's width), got {steps}.")
+    if student_channels < 1 or teacher_channels < 1:
+        raise ValueError(f"channel counts must be >= 1, got student {student_channels}, teacher {teacher_channels}.")
+    ratio = teacher_channels / student_channels
+    middle = [round(student_channels * ratio ** (k / steps)) for k in range(1, steps)]
+    return [student_channels, *middle, teacher_channels]
+
+
+class HintRegressor(nn.Sequential):
+    """FitNets' convolutional regressor ``r`` (Romero et al. 2015), for a student and a teacher map that differ
+    in width and, possibly, in height and width:
+
+        r(v) = conv_n(relu(... relu(conv_1(resize(v)))))      (B, C_s, H_s, W_s) -> (B, C_t, H_t, W_t)
+
+    ``teacher_size`` adds a :class:`Resize` first when the maps differ in H x W (average pooling to shrink,
+    bilinear interpolation to grow). ``steps > 1`` widens progressively through :func:`progressive_widths`
+    (16 -> 32 -> 64) instead of in one jump. The convolutions carry a bias and no batch norm: a batch norm
+    after the regressor lets it fit the teacher's per-channel mean without the student, and on a student
+    without normalisation it collapsed the student's early layers (measured in ``python -m course_utils.feature_sweep``).
+    Like every adapter it is trained with the student and thrown away afterwards.
+    """
+
+    def __init__(self, student_channels: int, teacher_channels: int, teacher_size: tuple[int, int] | None = None,
+                 kernel_size: int = 3, steps: int = 1):
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (1, 3, 5 ...) to keep the resolution, got {kernel_size}.")
+        widths = progressive_widths(student_channels, teacher_channels, steps)
+        layers: dict[str, nn.Module] = {}
+        if teacher_size is not None:
+            layers["resize"] = Resize(teacher_size)
+        for k, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+            if k > 1:
+                layers[f"relu{k - 1}"] = nn.ReLU()
+            layers[f"conv{k}"] = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2)
+        super().__init__(OrderedDict(layers))
+
+
+def multi_scale_hint_loss(student_features: Sequence[torch.Tensor], teacher_features: Sequence[torch.Tensor],
+                          regressors: Sequence[nn.Module | None], weights: Sequence[float] | None = None) -> torch.Tensor:
+    """FitNets' hint loss over several depths (Romero et al. 2015 hint one middle layer; hinting two or three
+    stages at once is the usual multi-scale extension):
+
+        L = sum_j w_j * mean((r_j(v_j) - u_j)^2),      w_j = 1 / J by default (so L stays on one hint's scale)
+
+    ``student_features[j]`` (guided), ``teacher_features[j]`` (hint) and ``regressors[j]`` (or ``None``) form pair j.
+    """
+    count = len(student_features)
+    if count == 0 or len(teacher_features) != count or len(regressors) != count:
+        raise ValueError(f"need one teacher map and one regressor per student map and at least one pair, got "
+                         f"{count} student, {len(teacher_features)} teacher maps and {len(regressors)} regressors.")
+    weights = [1.0 / count] * count if weights is None else list(weights)
+    if len(weights) != count or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"weights must be {count} finite numbers >= 0, one per pair, got {weights}.")
+    return sum(w * hint_loss(s, t, adapter=r) for w, s, t, r in zip(weights, student_features, teacher_features, regressors))
 
 
 def entropy(probabilities: torch.Tensor) -> torch.Tensor:

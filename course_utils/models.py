@@ -74,15 +74,22 @@ class ResNetTeacher(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """``depth`` x (3x3 conv, batch norm, ReLU), after an optional 2x2 max-pool."""
+    """``depth`` x (3x3 conv, batch norm, ReLU), after an optional 2x2 max-pool.
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int = 1, pool: bool = False):
+    ``batch_norm=False`` leaves the norm out (the convolutions then carry a bias): a plain
+    2015-style stack, as in FitNets' deep-thin students.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 1, pool: bool = False,
+                 batch_norm: bool = True):
         layers: dict[str, nn.Module] = {}
         if pool:
             layers["pool"] = nn.MaxPool2d(2)
         for i in range(1, depth + 1):
-            layers[f"conv{i}"] = nn.Conv2d(in_channels if i == 1 else out_channels, out_channels, 3, 1, 1, bias=False)
-            layers[f"bn{i}"] = nn.BatchNorm2d(out_channels)
+            layers[f"conv{i}"] = nn.Conv2d(in_channels if i == 1 else out_channels, out_channels, 3, 1, 1,
+                                           bias=not batch_norm)
+            if batch_norm:
+                layers[f"bn{i}"] = nn.BatchNorm2d(out_channels)
             layers[f"relu{i}"] = nn.ReLU()
         super().__init__(OrderedDict(layers))
 
@@ -94,6 +101,7 @@ class StudentConfig:
     widths: tuple[int, int, int] = (8, 16, 32)
     depth: int = 1  # convs per block; 2 doubles the depth at about twice the parameters
     num_classes: int = 10
+    batch_norm: bool = True  # False: plain conv + bias + ReLU stacks (FitNets' 2015 regime, see DEEP_STUDENTS)
 
 
 class Student(nn.Module):
@@ -116,9 +124,9 @@ class Student(nn.Module):
             validate.integer(width, "each width", minimum=1)
         validate.integer(cfg.depth, "depth", minimum=1)
         w1, w2, w3 = cfg.widths
-        self.block1 = ConvBlock(1, w1, cfg.depth)
-        self.block2 = ConvBlock(w1, w2, cfg.depth, pool=True)
-        self.block3 = ConvBlock(w2, w3, cfg.depth, pool=True)
+        self.block1 = ConvBlock(1, w1, cfg.depth, batch_norm=cfg.batch_norm)
+        self.block2 = ConvBlock(w1, w2, cfg.depth, pool=True, batch_norm=cfg.batch_norm)
+        self.block3 = ConvBlock(w2, w3, cfg.depth, pool=True, batch_norm=cfg.batch_norm)
         self.pool = nn.MaxPool2d(2)  # 7 x 7 -> 3 x 3
         self.head = nn.Linear(w3 * 9, cfg.num_classes)
 
@@ -138,6 +146,13 @@ STUDENTS: dict[str, StudentConfig] = {
 }
 DEFAULT_STUDENT = "cnn-9k"  # the course's default image student (at most 10k parameters)
 TEACHERS: dict[str, dict] = {"teacher": {"widths": (32, 64, 128), "blocks": 1}}
+# Students of the feature-distillation lessons, named like STUDENTS: <family>-<parameters in thousands>k.
+# deep-cnn: FitNets' regime (Romero et al. 2015), deeper than the teacher (3 convs per block, 9 in all, against the
+# teacher's 7) and 4x thinner, a plain conv + ReLU stack without batch norm as in 2015: it trains poorly from scratch.
+DEEP_STUDENTS: dict[str, StudentConfig] = {"deep-cnn-33k": StudentConfig((8, 16, 32), depth=3, batch_norm=False)}
+# resnet: the teacher's own family, 4x thinner (attention transfer is between residual networks of one family,
+# Zagoruyko and Komodakis 2017). Hookable paths as the teacher's: stem, layer1 (28 px), layer2 (14), layer3 (7), fc.
+RESIDUAL_STUDENTS: dict[str, dict] = {"resnet-20k": {"widths": (8, 16, 32), "blocks": 1}}
 BASELINES = ("logreg",)  # the floor every student must beat on the same budget
 
 
@@ -150,7 +165,8 @@ def logistic_regression(num_classes: int = 10) -> nn.Sequential:
 
 
 def create(name: str, seed: int | None = None) -> nn.Module:
-    """Build a fresh (untrained) model by name: ``"teacher"``, one of :data:`STUDENTS`, or ``"logreg"``.
+    """Build a fresh (untrained) model by name: ``"teacher"``, one of :data:`STUDENTS`, :data:`DEEP_STUDENTS`,
+    :data:`RESIDUAL_STUDENTS`, or ``"logreg"``.
 
     With ``seed`` the initial weights are reproducible.
     """
@@ -158,11 +174,16 @@ def create(name: str, seed: int | None = None) -> nn.Module:
         torch.manual_seed(seed)
     if name in TEACHERS:
         return ResNetTeacher(**TEACHERS[name])
+    if name in RESIDUAL_STUDENTS:
+        return ResNetTeacher(**RESIDUAL_STUDENTS[name])
     if name in STUDENTS:
         return Student(STUDENTS[name])
+    if name in DEEP_STUDENTS:
+        return Student(DEEP_STUDENTS[name])
     if name == "logreg":
         return logistic_regression()
-    raise KeyError(f"unknown model name {name!r}; choose one of {sorted(TEACHERS) + list(STUDENTS) + list(BASELINES)}, "
+    names = sorted(TEACHERS) + list(STUDENTS) + list(DEEP_STUDENTS) + list(RESIDUAL_STUDENTS) + list(BASELINES)
+    raise KeyError(f"unknown model name {name!r}; choose one of {names}, "
                    "or build Student(StudentConfig(widths=..., depth=...)) for another shape.")
 
 

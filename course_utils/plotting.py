@@ -740,6 +740,36 @@ def plot_accuracy_curves(x_values: Sequence[float], curves: Mapping[str, Sequenc
     return fig
 
 
+# --- notebook 05: budgets and per-class accuracy ---
+
+
+def plot_budget_curves(steps: Sequence[int], arms: Mapping[str, Sequence[Sequence[float]]], title: str = "",
+                       teacher_accuracy: float | None = None) -> plt.Figure:
+    """Test accuracy against the step budget, one line per arm: the mean over seeds, a bar for ± one std.
+
+    ``arms[name][k]`` holds the per-seed values at ``steps[k]``. The x axis is logarithmic (budgets double).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for i, (name, per_budget) in enumerate(arms.items()):
+        values = [torch.tensor([float(v) for v in seeds], dtype=torch.float64) for seeds in per_budget]
+        means = [v.mean().item() for v in values]
+        stds = [v.std().item() if len(v) > 1 else 0.0 for v in values]
+        shift = [s * 1.03 ** (i - (len(arms) - 1) / 2) for s in steps]  # spread the error bars apart
+        ax.errorbar(shift, means, yerr=stds, marker="o", ms=4, capsize=3, label=name)
+    if teacher_accuracy is not None:
+        ax.axhline(teacher_accuracy, color="tab:orange", ls="--", lw=1, label="teacher")
+    ax.set_xscale("log")
+    ax.set_xticks(list(steps), [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("optimizer steps (batch 64), the same for every arm")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_per_class_accuracy(per_class: Mapping[str, Sequence[Sequence[float]]], highlight: Sequence[int] = (),
                             class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
     """Per-class test accuracy of several arms: ``{arm: per-seed lists of C accuracies}``; bars are seed means.

@@ -42,6 +42,15 @@ def load_precomputed(path: str | Path, command: str, duration: str) -> dict[str,
                          f"{path.name}` or run `{command}` again ({duration}).") from error
 
 
+def write_precomputed(path: str | Path, result: dict[str, Any]) -> Path:
+    """Write a sweep program's ``result`` as indented JSON at ``path`` (folders created), the counterpart of
+    :func:`load_precomputed`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
 def runs_dir(mode: str | None = None) -> Path:
     """The folder that holds the recorded figures of one mode (default: the current mode)."""
     mode = mode or ("quick" if config.quick_mode() else "default")

@@ -21,11 +21,12 @@ import difflib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import hooks, losses, train, validate
+from . import config, hooks, losses, train, validate
 
 ORDERS = ("random", "curriculum")
 
@@ -327,3 +328,96 @@ def steps_to_reach(history: train.History, target: float, steps_per_round: int) 
         if accuracy >= target:
             return round_number * steps_per_round
     return None
+
+
+# --- notebook 05: the course recipe as schedules, teachers v1 / v2, ensembles ---
+
+SWEEP_FILE = config.REPO_DIR / "results" / "schedule_sweep.json"
+SWEEP_COMMAND = "python -m course_utils.schedule_sweep"
+
+
+def load_sweep(path: str | Path | None = None) -> dict:
+    """Notebook 05's precomputed budget sweep (``results/schedule_sweep.json``); a clear error says how to make it."""
+    from . import report
+
+    return report.load_precomputed(path or SWEEP_FILE, SWEEP_COMMAND, "about 20 minutes on one CPU core")
+
+
+def flat_kd(total_steps: int, alpha: float | None = None, temperature: float | None = None,
+            lr: float | None = None) -> Schedule:
+    """One phase: the course's recipes (``cu.recipes.KD`` and ``TRAINING``'s lr, cosine to 0) for every step.
+
+    ``alpha = 0`` is the scratch student (cross-entropy on the labels only), on the same batches.
+    """
+    from . import recipes
+
+    return Schedule([{"name": "kd" if alpha != 0 else "scratch", "fraction": 1.0, "lr": lr or recipes.TRAINING["lr"],
+                      "lr_end": 0.0, "alpha": recipes.KD["alpha"] if alpha is None else alpha,
+                      "temperature": temperature or recipes.KD["temperature"]}], total_steps)
+
+
+def warmup_distill_finetune(total_steps: int, warmup: float = 0.2, finetune: float = 0.1, curriculum: bool = True,
+                            pool_start: float = 0.3, lr: float | None = None) -> Schedule:
+    """Three phases over ``total_steps``: a warmup on the labels (``alpha = 0``) while the learning rate ramps up
+    from a tenth of ``lr``, drawn easiest-first (``curriculum=True``, pacing from ``pool_start``) or at random;
+    distillation with the course recipe (``cu.recipes.KD``) as the rate decays to a fifth; a finetune on the labels
+    from there to 0. ``lr`` defaults to the course's (``cu.recipes.TRAINING``). A fraction of 0 drops its phase.
+    """
+    from . import recipes
+
+    lr = lr or recipes.TRAINING["lr"]
+    phases: list[dict[str, object]] = []
+    if warmup > 0:
+        phases.append({"name": "warmup", "fraction": warmup, "lr": lr / 10, "lr_end": lr, "alpha": 0.0,
+                       "order": "curriculum" if curriculum else "random", "pool_start": pool_start})
+    phases.append({"name": "distill", "fraction": 1.0 - warmup - finetune, "lr": lr,
+                   "lr_end": lr / 5 if finetune > 0 else 0.0, **dict(recipes.KD)})
+    if finetune > 0:
+        phases.append({"name": "finetune", "fraction": finetune, "lr": lr / 5, "lr_end": 0.0, "alpha": 0.0})
+    return Schedule(phases, total_steps)
+
+
+def phase_kd_step(schedule: Schedule) -> train.LossFn:
+    """A ``loss_fn`` on ``(images, labels, teacher_logits, step)`` batches: KD with the phase's temperature and alpha
+    at that step (``alpha = 0``: cross-entropy alone). See :func:`cu.losses.kd_loss` for the formula."""
+
+    def step(model: nn.Module, batch: tuple) -> torch.Tensor:
+        images, labels, teacher_logits, step_number = batch[0], batch[1], batch[2], batch[-1]
+        phase = schedule.phase_at(int(step_number))
+        return losses.kd_loss(model(images), teacher_logits, labels, phase.temperature, phase.alpha)
+
+    return step
+
+
+UNSEEN = -1e4  # a logit whose softmax is exactly 0 in float32 at any temperature up to 100
+
+
+def without_classes(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """A teacher that never learned ``classes``: their logits set to :data:`UNSEEN`, so ``softmax(z / T)`` is
+    renormalised over the other classes and gives the unseen ones exactly 0.
+
+    A cheap stand-in for a teacher trained without those classes (notebook 05's teacher v1): it keeps the shipped
+    teacher's knowledge of how the seen classes resemble each other, which a real v1 would have learned slightly
+    differently, and it cannot name an unseen class. Finite rather than ``-inf``, so the KL term stays finite.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, classes), got shape {tuple(logits.shape)}.")
+    classes = list(classes)
+    if any(not 0 <= c < logits.shape[1] for c in classes) or len(set(classes)) >= logits.shape[1]:
+        raise ValueError(f"classes must be distinct indices in [0, {logits.shape[1] - 1}] that leave at least one "
+                         f"class seen, got {classes}.")
+    masked = logits.clone()
+    masked[:, classes] = UNSEEN
+    return masked
+
+
+def ensemble_logits(*teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The mean of several teachers' logits, ``z = (1/K) sum_k z_k``: an ensemble teacher whose softmax is the
+    renormalised geometric mean of the members' softmax outputs (averaging probabilities is the other common
+    choice; Hinton et al. 2015 distil an ensemble into one network)."""
+    if len(teacher_logits) < 2:
+        raise ValueError(f"an ensemble needs at least two teachers' logits, got {len(teacher_logits)}.")
+    shapes = {tuple(t.shape) for t in teacher_logits}
+    if len(shapes) != 1:
+        raise ValueError(f"every teacher's logits must have the same shape, got {sorted(shapes)}.")
+    return torch.stack(teacher_logits).mean(0)

@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
     def save() -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        report.write_precomputed(args.out, result)
 
     teacher = models.load_teacher(device="cpu")
     sets: dict[str, Callable[[], tuple[torch.Tensor | None, torch.Tensor | None]]] = {}

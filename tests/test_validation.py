@@ -707,3 +707,10 @@ def test_build_corpus_refuses_to_write_an_empty_corpus(tmp_path):
     with pytest.raises(SystemExit, match="no docstring was extracted"):
         build_corpus.main(["--stdlib", str(tmp_path / "empty_lib"), "--out", str(tmp_path / "corpus.txt")])
     assert not (tmp_path / "corpus.txt").exists()
+
+
+def test_write_precomputed_round_trips_through_load_precomputed(tmp_path):
+    result = {"command": "python -m course_utils.kd_sweep", "seeds": [100, 101], "rows": [{"mean": 0.5}]}
+    path = cu.report.write_precomputed(tmp_path / "new" / "folder" / "sweep.json", result)
+    assert path.is_file() and path.read_text().endswith("\n")
+    assert cu.report.load_precomputed(path, "python -m course_utils.kd_sweep", "an hour") == result
