@@ -75,7 +75,6 @@ def regressors_for(mapping: LayerMapping, student: nn.Module, teacher_hints: Seq
     return regressors
 
 
-@torch.no_grad()
 def cache_features(model: nn.Module, images: torch.Tensor, paths: Sequence[str], dtype: torch.dtype = torch.float16,
                    batch_size: int = 500) -> list[torch.Tensor]:
     """``model``'s outputs at ``paths`` for every image, one ``(N, C, H, W)`` tensor per path, stored as ``dtype``.
@@ -87,17 +86,7 @@ def cache_features(model: nn.Module, images: torch.Tensor, paths: Sequence[str],
     """
     if len(images) == 0:
         raise ValueError("images is empty: pass the (N, 1, 28, 28) training images whose features to cache.")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    chunks: dict[str, list[torch.Tensor]] = {path: [] for path in paths}
-    with hooks.capture(model, paths, detach=True) as features:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size].to(device))
-            for path in paths:
-                chunks[path].append(features[path].to("cpu", dtype))
-    model.train(was_training)
-    return [torch.cat(chunks[path]) for path in paths]
+    return hooks.capture_over(model, images, paths, lambda features: features.to(dtype), batch_size)
 
 
 class _StopForward(Exception):

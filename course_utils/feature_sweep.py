@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -163,23 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def merge(parts: list[Path], out: Path) -> dict:
     """Merge parts run in parallel (``--sections``) into one sweep file; their commands and wall times are kept."""
-    loaded = [json.loads(Path(part).read_text()) for part in parts]
-    if len({json.dumps(part["teacher_card"], sort_keys=True) for part in loaded}) != 1:
-        raise ValueError("the parts were computed with different teachers; rerun them with the same one.")
-    if len({json.dumps(part["settings"], sort_keys=True) for part in loaded}) != 1:
-        raise ValueError("the parts were computed with different settings; rerun them with the same options.")
-    result: dict = {}
-    for part in loaded:
-        repeated = [s for s in SECTIONS if s in part and s in result]
-        if repeated:
-            raise ValueError(f"two parts both hold the section(s) {repeated}; merge parts with different --sections.")
-        result.update({k: v for k, v in part.items() if k not in ("command", "wall_seconds")})
-    result["command"] = " ; ".join(part["command"] for part in loaded) + f" ; {COMMAND} --merge ..."
-    result["part_wall_seconds"] = [part["wall_seconds"] for part in loaded]
-    result["wall_seconds"] = max(result["part_wall_seconds"])
-    report.write_precomputed(out, result)
-    print(f"merged {len(loaded)} parts into {out}")
-    return result
+    return report.merge_precomputed(parts, out, COMMAND, SECTIONS, same=("teacher_card", "settings"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ when the block raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -72,3 +72,25 @@ def capture(model: nn.Module, paths: Sequence[str], detach: bool = False) -> Ite
     finally:
         for handle in handles:
             handle.remove()
+
+
+@torch.no_grad()
+def capture_over(model: nn.Module, images: torch.Tensor, paths: Sequence[str],
+                 transform: Callable[[torch.Tensor], torch.Tensor] = lambda features: features,
+                 batch_size: int = 500) -> list[torch.Tensor]:
+    """``model``'s outputs at ``paths`` for all of ``images``, one tensor per path: the model runs in eval mode (its
+    mode is restored afterwards) on batches of ``batch_size``, and each batch's output goes through ``transform``
+    (e.g. to float16, or to an attention map) and to the CPU before the batches are concatenated."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chunks: dict[str, list[torch.Tensor]] = {path: [] for path in paths}
+    try:
+        with capture(model, paths, detach=True) as features:
+            for start in range(0, len(images), batch_size):
+                model(images[start:start + batch_size].to(device))
+                for path in paths:
+                    chunks[path].append(transform(features[path]).cpu())
+    finally:
+        model.train(was_training)
+    return [torch.cat(chunks[path]) for path in paths]

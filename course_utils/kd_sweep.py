@@ -24,7 +24,6 @@ seeds, epochs, subset sizes, machine and wall time next to the results; the note
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -110,22 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def merge(parts: Sequence[Path], out: Path) -> dict:
     """Merge parts run in parallel (``--sections``) into one sweep file; their commands and wall times are kept."""
-    loaded = [report.load_precomputed(part, COMMAND + " --sections ...", "see its docstring") for part in parts]
-    cards = {json.dumps(part["teacher_card"], sort_keys=True) for part in loaded}
-    if len(cards) != 1:
-        raise ValueError("the parts were computed with different teachers; rerun them with the same one.")
-    result: dict = {}
-    for part in loaded:
-        repeated = [s for s in SECTIONS if s in part and s in result]
-        if repeated:
-            raise ValueError(f"two parts both hold the section(s) {repeated}; merge parts with different --sections.")
-        result.update({k: v for k, v in part.items() if k not in ("command", "wall_seconds")})
-    result["command"] = " ; ".join(part["command"] for part in loaded) + " ; " + COMMAND + " --merge ..."
-    result["part_wall_seconds"] = [part["wall_seconds"] for part in loaded]
-    result["wall_seconds"] = max(result["part_wall_seconds"])  # the parts ran side by side
-    report.write_precomputed(out, result)
-    print(f"merged {len(loaded)} parts into {out}")
-    return result
+    return report.merge_precomputed(parts, out, COMMAND, SECTIONS, same=("teacher_card",))
 
 
 def _over_seeds(run: Callable[[int], float], seeds: Sequence[int]) -> dict[str, object]:

@@ -51,6 +51,33 @@ def write_precomputed(path: str | Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def merge_precomputed(parts: Sequence[str | Path], out: str | Path, command: str, sections: Sequence[str],
+                      same: Sequence[str] = ("teacher_card",)) -> dict[str, Any]:
+    """Merge the JSON of a sweep's parts run side by side (each with its own ``--sections``) into one file at ``out``.
+
+    The parts must agree on every key of ``same`` (the teacher, and the settings where a sweep has them) and hold
+    different ``sections``. Their commands are joined; ``wall_seconds`` is the slowest part's (they ran in parallel),
+    each part's kept under ``part_wall_seconds``.
+    """
+    loaded = [load_precomputed(part, command + " --sections ...", "see the program's docstring") for part in parts]
+    for key in same:
+        if len({json.dumps(part.get(key), sort_keys=True) for part in loaded}) != 1:
+            what = ("teachers", "teacher") if key == "teacher_card" else (key, "options")
+            raise ValueError(f"the parts were computed with different {what[0]}; rerun them with the same {what[1]}.")
+    result: dict[str, Any] = {}
+    for part in loaded:
+        repeated = [section for section in sections if section in part and section in result]
+        if repeated:
+            raise ValueError(f"two parts both hold the section(s) {repeated}; merge parts with different --sections.")
+        result.update({k: v for k, v in part.items() if k not in ("command", "wall_seconds")})
+    result["command"] = " ; ".join(part["command"] for part in loaded) + f" ; {command} --merge ..."
+    result["part_wall_seconds"] = [part["wall_seconds"] for part in loaded]
+    result["wall_seconds"] = max(result["part_wall_seconds"])
+    write_precomputed(out, result)
+    print(f"merged {len(loaded)} parts into {out}")
+    return result
+
+
 def runs_dir(mode: str | None = None) -> Path:
     """The folder that holds the recorded figures of one mode (default: the current mode)."""
     mode = mode or ("quick" if config.quick_mode() else "default")

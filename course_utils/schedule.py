@@ -295,15 +295,7 @@ def cache_attention_maps(teacher: nn.Module, images: torch.Tensor, paths: Sequen
     """
     validate.non_empty(images, "images", hint="Pass the images whose maps to cache.")
     batch_size = validate.integer(batch_size, "batch_size", minimum=1)
-    teacher.eval()
-    device = next(teacher.parameters()).device
-    chunks: dict[str, list[torch.Tensor]] = {path: [] for path in paths}
-    with hooks.capture(teacher, paths, detach=True) as features:
-        for start in range(0, len(images), batch_size):
-            teacher(images[start:start + batch_size].to(device))
-            for path in paths:
-                chunks[path].append(losses.attention_map(features[path], p).cpu())  # (B, H*W)
-    return [torch.cat(chunks[path]) for path in paths]
+    return hooks.capture_over(teacher, images, paths, lambda features: losses.attention_map(features, p), batch_size)
 
 
 def train_with_schedule(model: nn.Module, schedule: Schedule, tensors: Sequence[torch.Tensor],

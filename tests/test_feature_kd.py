@@ -221,3 +221,22 @@ def test_feature_sweep_smoke_run_writes_every_arm(tmp_path):
     assert cu.feature_kd.load_sweep(out)["command"].startswith("python -m course_utils.feature_sweep")
     with pytest.raises(SystemExit):
         feature_sweep.main(["--seeds", "1", "--out", str(out)])
+
+
+def test_feature_sweep_merge_refuses_parts_with_different_settings(tmp_path):
+    from course_utils import feature_sweep
+
+    part = {"command": "python -m course_utils.feature_sweep --sections deep", "teacher_card": {"sha256": "a"},
+            "settings": {"epochs": 16}, "deep": {"arms": {}}, "wall_seconds": 5.0}
+    other = {**part, "command": "python -m course_utils.feature_sweep --sections residual", "residual": {"arms": {}},
+             "wall_seconds": 7.0}
+    del other["deep"]
+    paths = [cu.report.write_precomputed(tmp_path / name, data) for name, data in (("a.json", part), ("b.json", other))]
+    merged = feature_sweep.merge(paths, tmp_path / "merged.json")
+    assert {"deep", "residual"} <= set(merged)
+    assert merged["wall_seconds"] == 7.0 and merged["part_wall_seconds"] == [5.0, 7.0]
+    cu.report.write_precomputed(tmp_path / "b.json", {**other, "settings": {"epochs": 4}})
+    with pytest.raises(ValueError, match="different settings"):
+        feature_sweep.merge(paths, tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="both hold the section"):
+        feature_sweep.merge([paths[0], paths[0]], tmp_path / "bad.json")
