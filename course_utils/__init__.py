@@ -5,6 +5,7 @@ Importing has no side effects: nothing is loaded, trained or downloaded until as
 """
 
 from . import (
+    checkpoints,
     checks,
     config,
     data,
@@ -29,7 +30,7 @@ from . import (
     widgets,
 )
 
-__all__ = ["checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm", "losses",
-           "models", "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "transfer", "validate",
-           "vibration", "widgets"]
+__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm",
+           "losses", "models", "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "transfer",
+           "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

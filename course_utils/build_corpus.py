@@ -19,7 +19,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import config, data, text, validate
+from . import checkpoints, config, text, validate
 
 SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(corpus, encoding="ascii", newline="\n")
     print(f"wrote {args.out} ({len(corpus):,} characters) from {args.stdlib}: {counts}")
-    print(f"sha256 {data.sha256(args.out)}  (record it as CORPUS_SHA256 in course_utils/text.py)")
+    print(f"sha256 {checkpoints.sha256(args.out)}  (record it as CORPUS_SHA256 in course_utils/text.py)")
     return args.out
 
 

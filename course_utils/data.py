@@ -8,7 +8,6 @@ then in Debian's ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashio
 from __future__ import annotations
 
 import gzip
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from . import config, validate
+from .checkpoints import sha256
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -79,15 +79,6 @@ class ImageSet:
         """A DataLoader of ``(images, labels, *extra)`` batches; see :func:`make_loader`."""
         return make_loader(self.images, self.labels, *extra,
                            batch_size=batch_size, shuffle=shuffle, seed=seed)
-
-
-def sha256(path: Path) -> str:
-    """The sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_data_dir(root: str | Path | None = None, download: bool = False) -> Path:

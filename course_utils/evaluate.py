@@ -14,6 +14,11 @@ from torch import nn
 from . import config, validate
 
 
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of distinct parameters (a tied weight counts once), all or only those with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """``model(images)`` in eval mode, batch by batch, returned on the CPU as ``(N, classes)``."""

@@ -70,7 +70,7 @@ def write_card(path: PathLike, **details: Any) -> Path:
     import onnx
     import onnxruntime
 
-    from .data import sha256
+    from .checkpoints import sha256
 
     path = Path(path)
     card = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, **details,
@@ -87,7 +87,7 @@ def read_card(path: PathLike) -> dict[str, Any] | None:
     """
     import json
 
-    from .data import sha256
+    from .checkpoints import sha256
 
     path, card_file = Path(path), card_path(path)
     if not card_file.is_file():
@@ -404,7 +404,7 @@ def _pre_process(fp32_path: Path, folder: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from .data import sha256
+    from .checkpoints import sha256
 
     return sha256(path)
 

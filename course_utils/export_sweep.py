@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
             section_start, rows = time.perf_counter(), {name: [] for name in args.students}
             teacher = models.load_teacher(device="cpu")
             teacher_fp32 = export.export_onnx(teacher, folder / "teacher.onnx", test_set.images[:2], opset=OPSET)
-            teacher_row = {"parameters": models.count_parameters(teacher), "fp32_bytes": export.model_size(teacher_fp32)}
+            teacher_row = {"parameters": evaluate.count_parameters(teacher), "fp32_bytes": export.model_size(teacher_fp32)}
             for seed in seeds:  # seed-major: an interrupted sweep still holds whole seeds
                 for name in args.students:
                     model, curve = student(name, seed)
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
                     log(f"{name} seed {seed}: fp32 {run['fp32']['accuracy']:.4f}, " + ", ".join(
                         f"{v} {run[v]['accuracy']:.4f}" for v in PTQ_VARIANTS))
                     save("students", {"teacher": teacher_row, "rows": [
-                        {"student": n, "parameters": models.count_parameters(models.create(n)), "runs": r}
+                        {"student": n, "parameters": evaluate.count_parameters(models.create(n)), "runs": r}
                         for n, r in rows.items() if r]}, section_start)
         if "prune" in args.sections:
             section_start, runs = time.perf_counter(), []

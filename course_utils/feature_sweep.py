@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
             arms[f"FitNets {name} + KD"] = arm(f"deep FitNets {name}", fitnets_run(student, mapping, hints))
         control = arm("deep with batch norm, scratch",
                       plain_run(lambda seed: (torch.manual_seed(seed), models.Student(with_bn))[1]))
-        result["deep"] = {"student": student, "parameters": models.count_parameters(models.create(student)),
+        result["deep"] = {"student": student, "parameters": evaluate.count_parameters(models.create(student)),
                           "arms": arms, "with_batch_norm_scratch": control,
                           "mappings": {name: {"pairs": m.pairs, "steps": m.steps, "description": m.description}
                                        for name, m in feature_kd.MAPPINGS.items()}}
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
             **attention_arms("default", student, paths)}}
     if "residual" in args.sections:
         student, paths = next(iter(models.RESIDUAL_STUDENTS)), list(TEACHER_STAGES)  # the teacher's own paths
-        result["residual"] = {"student": student, "parameters": models.count_parameters(models.create(student)),
+        result["residual"] = {"student": student, "parameters": evaluate.count_parameters(models.create(student)),
                               "at_paths": paths, "betas": args.betas, "arms": {
             "scratch": arm("residual scratch", plain_run(student)),
             "KD": arm("residual KD", plain_run(student, recipes.kd_step())),

@@ -154,7 +154,7 @@ def _capacity(args: argparse.Namespace, full_train: data.ImageSet, train_logits:
                 models.create(name, seed=seed), train_set, test_set, epochs=args.epochs, seed=seed, loss_fn=step,
                 teacher_logits=logits), seeds)
 
-        row = {"student": name, "parameters": models.count_parameters(models.create(name)),
+        row = {"student": name, "parameters": evaluate.count_parameters(models.create(name)),
                "scratch": run(train.cross_entropy_step), "kd": run(recipes.kd_step())}
         rows.append(row)
         log(f"{name}: scratch {row['scratch']['mean']:.4f}  kd {row['kd']['mean']:.4f}")

@@ -7,7 +7,6 @@ Attention is written out (no fused kernel) so the shapes stay visible and the mo
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, text, validate
+from . import checkpoints, config, text, validate
 
 TEACHER_CARD = "lm_teacher.json"
 
@@ -161,11 +160,6 @@ def student_from_teacher(teacher: GPT, layers: list[int] | tuple[int, ...]) -> G
     return student.train()
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of distinct parameters (the tied head counts once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 @torch.no_grad()
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, seed: int | None = None, stop_id: int | None = None) -> torch.Tensor:
@@ -277,27 +271,20 @@ def addition_answers(model: GPT, problems: list[tuple[int, int]], batch_size: in
     return answers
 
 
+RETRAIN = ("Restore it with `git checkout -- course_utils/weights` or retrain it with "
+           "`python -m course_utils.train_lm_teacher` (about 20 minutes on a laptop CPU).")
+
+
 def teacher_card(weights_dir: str | Path | None = None) -> dict:
     """The shipped language-model teacher's card (bits per character, addition accuracy, seed, steps, sha256)."""
-    path = Path(weights_dir or config.WEIGHTS_DIR) / TEACHER_CARD
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the teacher with `python -m course_utils.train_lm_teacher` "
-                                "(about 20 minutes on a laptop CPU) or use the repository's shipped weights.")
-    return json.loads(path.read_text())
+    return checkpoints.read_card(Path(weights_dir or config.WEIGHTS_DIR) / TEACHER_CARD, RETRAIN)
 
 
 def load_teacher(weights_dir: str | Path | None = None) -> GPT:
     """The shipped teacher in eval mode, after checking its sha256 against the card (``torch.load(weights_only=True)``)."""
-    from .data import sha256
-    from .models import CheckpointError
-
     folder = Path(weights_dir or config.WEIGHTS_DIR)
     card = teacher_card(folder)
-    path = folder / card["weights_file"]
-    if not path.is_file() or (actual := sha256(path)) != card["sha256"]:
-        found = "missing" if not path.is_file() else f"sha256 {actual[:16]}..."
-        raise CheckpointError(f"The LM teacher checkpoint {path} does not match its model card ({found}, expected "
-                              f"{card['sha256'][:16]}...): restore it from the repository or retrain it.")
+    path = checkpoints.verified(folder / card["weights_file"], card["sha256"], "LM teacher checkpoint", RETRAIN)
     model = GPT(GPTConfig(**card["config"]))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
@@ -311,15 +298,9 @@ def config_dict(model: GPT) -> dict:
 def load_transfer_set(weights_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The teacher's cached transfer set (checked against the card): ``text_windows`` ``(N, block_size + 1)`` and the
     ``additions`` stream, as int64 token ids. Used for sequence-level distillation (Kim and Rush 2016)."""
-    from .data import sha256
-    from .models import CheckpointError
-
     folder = Path(weights_dir or config.WEIGHTS_DIR)
     card = teacher_card(folder)
-    path = folder / card["transfer_file"]
-    if not path.is_file() or sha256(path) != card["transfer_sha256"]:
-        raise CheckpointError(f"The transfer set {path} is missing or does not match the LM teacher's card: "
-                              "restore it from the repository or retrain the teacher.")
+    path = checkpoints.verified(folder / card["transfer_file"], card["transfer_sha256"], "LM transfer set", RETRAIN)
     return {key: value.long() for key, value in torch.load(path, map_location="cpu", weights_only=True).items()}
 
 

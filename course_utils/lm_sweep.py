@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"{args.out} was made with other settings or another teacher: rerun without --resume.")
         done, spent = previous.get("runs", {}), previous.get("wall_seconds", 0.0)
         print(f"resuming: {len(done)} runs already done", flush=True)
-    teacher_row = {"student": "teacher", "method": "-", "parameters": lm.count_parameters(teacher),
+    teacher_row = {"student": "teacher", "method": "-", "parameters": evaluate.count_parameters(teacher),
                    **lm.config_dict(teacher), **measure(teacher)}
     steps_fns = {"text only": (text_only, (x, y)), "token KD": (token_kd, (x, y, teacher_logits))}
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
                 loader = data.make_loader(*tensors, batch_size=args.batch_size, shuffle=True, seed=seed)
                 train.fit(student, loader, epochs=args.epochs, loss_fn=loss_fn, lr=3e-3, weight_decay=0.01, seed=seed,
                           progress=False)
-                done[key] = {"seed": seed, "parameters": lm.count_parameters(student),
+                done[key] = {"seed": seed, "parameters": evaluate.count_parameters(student),
                              "config": lm.config_dict(student), **measure(student),
                              "seconds": time.perf_counter() - run_start}
                 write(complete=False)

@@ -7,8 +7,6 @@ to return them.
 
 from __future__ import annotations
 
-import io
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, validate
+from . import checkpoints, config, validate
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -183,24 +181,8 @@ def create(name: str, seed: int | None = None) -> nn.Module:
     if name == "logreg":
         return logistic_regression()
     names = sorted(TEACHERS) + list(STUDENTS) + list(DEEP_STUDENTS) + list(RESIDUAL_STUDENTS) + list(BASELINES)
-    raise KeyError(f"unknown model name {name!r}; choose one of {names}, "
+    raise checkpoints.UnknownModelError(f"unknown model name {name!r}; choose one of {names}, "
                    "or build Student(StudentConfig(widths=..., depth=...)) for another shape.")
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def serialized_size(model: nn.Module) -> int:
-    """Bytes of the model's ``state_dict`` saved with ``torch.save`` (what a checkpoint weighs)."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or its model card is missing, corrupt or does not match."""
 
 
 TEACHER_CARD = "fashion_teacher.json"
@@ -209,25 +191,7 @@ RETRAIN = "Restore it with `git checkout -- course_utils/weights` or retrain wit
 
 def teacher_card(weights_dir: str | Path | None = None) -> dict:
     """The shipped teacher's model card (accuracy, epochs, seed, sha256, time, hardware)."""
-    path = Path(weights_dir or config.WEIGHTS_DIR) / TEACHER_CARD
-    if not path.is_file():
-        raise CheckpointError(f"The teacher's model card {path} does not exist. {RETRAIN}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"The teacher's model card {path} is not valid JSON ({error}). {RETRAIN}") from error
-
-
-def _verified(path: Path, expected: str, what: str) -> Path:
-    from .data import sha256
-
-    if not path.is_file():
-        raise CheckpointError(f"The {what} {path} does not exist. {RETRAIN}")
-    actual = sha256(path)
-    if actual != expected:
-        raise CheckpointError(f"The {what} {path} does not match its model card: sha256 {actual[:16]}..., "
-                              f"card says {expected[:16]}... (a tampered or half-written file). {RETRAIN}")
-    return path
+    return checkpoints.read_card(Path(weights_dir or config.WEIGHTS_DIR) / TEACHER_CARD, RETRAIN)
 
 
 def load_teacher(weights_dir: str | Path | None = None, device: str | torch.device | None = None) -> nn.Module:
@@ -237,13 +201,14 @@ def load_teacher(weights_dir: str | Path | None = None, device: str | torch.devi
     """
     folder = Path(weights_dir or config.WEIGHTS_DIR)
     card = teacher_card(folder)
-    path = _verified(folder / card["weights_file"], card["sha256"], "teacher checkpoint")
+    path = checkpoints.verified(folder / card["weights_file"], card["sha256"], "teacher checkpoint", RETRAIN)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = create(card["model"])
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit the model {card['model']!r}: {error}. {RETRAIN}") from error
+        raise checkpoints.CheckpointError(f"{path} does not fit the model {card['model']!r}: {error}. "
+                                          f"{RETRAIN}") from error
     return model.to(config.device() if device is None else device).eval()
 
 
@@ -255,7 +220,8 @@ def load_teacher_logits(split: str = "train", weights_dir: str | Path | None = N
     """
     folder = Path(weights_dir or config.WEIGHTS_DIR)
     card = teacher_card(folder)
-    path = _verified(folder / card["logits_file"], card["logits_sha256"], "teacher-logits cache")
+    path = checkpoints.verified(folder / card["logits_file"], card["logits_sha256"], "teacher-logits cache",
+                                RETRAIN)
     logits = torch.load(path, map_location="cpu", weights_only=True)
     if split not in logits:
         raise ValueError(f"split must be one of {sorted(logits)}, got {split!r}.")

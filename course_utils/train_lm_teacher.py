@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, data, lm, text, train, validate
+from . import checkpoints, config, evaluate, lm, text, train, validate
 from .train_teacher import _hardware_name
 
 TRAIN_DIGITS = (1, 2, 3)  # operand lengths the models train on; 4 and 5 are held out entirely
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": "lm teacher",
         "architecture": "character-level GPT (pre-norm, tied head), see course_utils/lm.py",
         "config": lm.config_dict(model),
-        "parameters": lm.count_parameters(model),
+        "parameters": evaluate.count_parameters(model),
         "data": f"python-docstrings corpus (train part, sha256 {text.CORPUS_SHA256[:12]}...) mixed with addition "
                 f"problems of {TRAIN_DIGITS} digits, answers reversed, fraction {args.addition_fraction} of windows",
         "val_bits_per_char": round(bpc, 4),
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
         "hardware": f"cpu: {_hardware_name(torch.device('cpu'))}, {torch.get_num_threads()} threads (shared machine)",
         "torch": torch.__version__,
         "weights_file": weights.name,
-        "sha256": data.sha256(weights),
+        "sha256": checkpoints.sha256(weights),
         "transfer_file": transfer_path.name,
-        "transfer_sha256": data.sha256(transfer_path),
+        "transfer_sha256": checkpoints.sha256(transfer_path),
         "transfer": f"{args.transfer_windows} windows ({PROMPT_CHARS} real characters, then the teacher's sampling at "
                     f"temperature 0.7) and {args.transfer_additions} training additions answered greedily",
         "transfer_seconds": round(gen_seconds, 1),

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, evaluate, models, report, train, validate
+from . import checkpoints, config, data, evaluate, models, report, train, validate
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     card = {
         "model": "teacher",
         "architecture": "ResNetTeacher(widths=(32, 64, 128), blocks=1)",
-        "parameters": models.count_parameters(model),
+        "parameters": evaluate.count_parameters(model),
         "dataset": "Fashion-MNIST (train 60,000 / test 10,000)",
         "test_accuracy": round(evaluate.accuracy(model, test_set.images, test_set.labels), 4),
         "epochs": args.epochs,
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
         "hardware": f"{device.type}: {_hardware_name(device)}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "weights_file": weights.name,
-        "sha256": data.sha256(weights),
+        "sha256": checkpoints.sha256(weights),
         "logits_file": logits_path.name,
-        "logits_sha256": data.sha256(logits_path),
+        "logits_sha256": checkpoints.sha256(logits_path),
     }
     (args.out / models.TEACHER_CARD).write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card, indent=2))

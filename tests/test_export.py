@@ -89,7 +89,7 @@ def test_int8_files_are_smaller_and_close(cnn, fp32_path, images, tmp_path):
 
 
 def test_exported_and_quantized_files_carry_a_card_that_loading_checks(fp32_path, tmp_path):
-    from course_utils.data import sha256
+    from course_utils.checkpoints import sha256
 
     card = export.read_card(fp32_path)
     assert card["made_by"] == "cu.export.export_onnx" and card["model"] == "SmallCNN"

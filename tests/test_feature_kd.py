@@ -16,7 +16,7 @@ def test_feature_students_are_named_by_their_parameter_count(name):
     model = cu.models.create(name, seed=0)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     family = name.rsplit("-", 1)[0]
-    assert name == f"{family}-{round(cu.models.count_parameters(model) / 1000)}k"
+    assert name == f"{family}-{round(cu.evaluate.count_parameters(model) / 1000)}k"
 
 
 def test_feature_students_leave_the_course_family_alone():
@@ -46,7 +46,7 @@ def test_residual_student_has_the_teachers_paths_and_resolutions():
     for name in cu.models.RESIDUAL_STUDENTS:
         student = cu.models.create(name)
         assert isinstance(student, type(teacher))
-        assert cu.models.count_parameters(student) < cu.models.count_parameters(teacher) / 10
+        assert cu.evaluate.count_parameters(student) < cu.evaluate.count_parameters(teacher) / 10
         x = torch.randn(2, 1, 28, 28)
         with cu.hooks.capture(student, ["layer1", "layer2", "layer3"]) as s, \
                 cu.hooks.capture(teacher, ["layer1", "layer2", "layer3"]) as t:

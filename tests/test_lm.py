@@ -27,7 +27,7 @@ def tiny_model(seed: int = 0) -> lm.GPT:
 def test_corpus_checksum_and_split():
     corpus = text.load_corpus()
     assert 1_000_000 <= len(corpus) <= 5_000_000
-    assert cu.data.sha256(text.corpus_path()) == text.CORPUS_SHA256
+    assert cu.checkpoints.sha256(text.corpus_path()) == text.CORPUS_SHA256
     assert corpus.startswith("## ")
     assert set(corpus) <= set(text.VOCAB)
     train_text, val_text = text.split_corpus(corpus, val_fraction=0.1)
@@ -147,15 +147,15 @@ def test_model_shapes_sizes_and_errors():
     assert model(torch.zeros(3, 16, dtype=torch.long)).shape == (3, 16, 96)
     with pytest.raises(ValueError, match="longer than block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
-    teacher = lm.count_parameters(lm.create("teacher"))
+    teacher = cu.evaluate.count_parameters(lm.create("teacher"))
     assert 500_000 <= teacher <= 2_000_000
     for name in ("student-s", "student-m", "student-l", "student-xl"):
-        assert 5 <= teacher / lm.count_parameters(lm.create(name)) <= 30
+        assert 5 <= teacher / cu.evaluate.count_parameters(lm.create(name)) <= 30
     with pytest.raises(ValueError, match="unknown model"):
         lm.create("student-xxl")
     short = lm.create("student-s", seed=0, block_size=16)  # the students take the teacher's context
     assert short.cfg.block_size == 16 and short.pos_emb.weight.shape == (16, 32)
-    assert lm.count_parameters(lm.create("student-s")) - lm.count_parameters(short) == (32 - 16) * 32
+    assert cu.evaluate.count_parameters(lm.create("student-s")) - cu.evaluate.count_parameters(short) == (32 - 16) * 32
     with pytest.raises(ValueError, match="block_size"):
         lm.create("student-s", block_size=0)
 
@@ -217,15 +217,15 @@ def test_load_teacher_verifies_checksum(tmp_path):
     model = tiny_model()
     weights = tmp_path / "lm_teacher.pt"
     torch.save(model.state_dict(), weights)
-    card = {"config": lm.config_dict(model), "weights_file": weights.name, "sha256": cu.data.sha256(weights)}
+    card = {"config": lm.config_dict(model), "weights_file": weights.name, "sha256": cu.checkpoints.sha256(weights)}
     (tmp_path / lm.TEACHER_CARD).write_text(json.dumps(card))
     loaded = lm.load_teacher(tmp_path)
     ids = torch.randint(0, 96, (2, 16))
     assert torch.equal(loaded(ids), model(ids)) and not loaded.training
     weights.write_bytes(weights.read_bytes() + b"\0")
-    with pytest.raises(cu.models.CheckpointError, match="does not match"):
+    with pytest.raises(cu.checkpoints.CheckpointError, match="does not match"):
         lm.load_teacher(tmp_path)
-    with pytest.raises(FileNotFoundError, match="train_lm_teacher"):
+    with pytest.raises(cu.checkpoints.CheckpointError, match="train_lm_teacher"):
         lm.teacher_card(tmp_path / "nowhere")
 
 
@@ -299,7 +299,8 @@ def test_student_from_teacher_copies_the_chosen_layers():
         assert not torch.allclose(student(ids), teacher(ids), atol=1e-3)
         student.blocks[0].attn.qkv.weight.add_(1.0)  # copies, not shared tensors
     assert not torch.allclose(student.blocks[0].attn.qkv.weight, teacher.blocks[0].attn.qkv.weight)
-    assert lm.count_parameters(teacher) - lm.count_parameters(student) == 2 * lm.count_parameters(teacher.blocks[0])
+    count = cu.evaluate.count_parameters
+    assert count(teacher) - count(student) == 2 * count(teacher.blocks[0])
     for bad in ([], [4], [-1]):
         with pytest.raises(ValueError, match="block indices"):
             lm.student_from_teacher(teacher, bad)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import course_utils as cu
-from course_utils.models import CheckpointError
+from course_utils.checkpoints import CheckpointError
 
 
 @pytest.mark.parametrize("name", ["teacher", *cu.models.STUDENTS, *cu.models.BASELINES])
@@ -19,22 +19,22 @@ def test_every_model_maps_images_to_ten_logits(name):
 
 
 def test_student_family_sizes_and_names():
-    assert 100_000 <= cu.models.count_parameters(cu.models.create("teacher")) <= 1_000_000
-    counts = {name: cu.models.count_parameters(cu.models.create(name)) for name in cu.models.STUDENTS}
+    assert 100_000 <= cu.evaluate.count_parameters(cu.models.create("teacher")) <= 1_000_000
+    counts = {name: cu.evaluate.count_parameters(cu.models.create(name)) for name in cu.models.STUDENTS}
     assert list(counts.values()) == sorted(counts.values()), "students are listed smallest first"
     assert 4 <= len(counts) <= 5
     assert 1_000 <= min(counts.values()) <= 3_000 and 80_000 <= max(counts.values()) <= 120_000
     assert counts[cu.models.DEFAULT_STUDENT] <= 10_000
     for name, count in counts.items():  # the name is the parameter count in thousands, rounded
         assert name == f"cnn-{round(count / 1000)}k", (name, count)
-    assert cu.models.count_parameters(cu.models.create("logreg")) == 28 * 28 * 10 + 10
+    assert cu.evaluate.count_parameters(cu.models.create("logreg")) == 28 * 28 * 10 + 10
 
 
 def test_parameter_count_by_hand():
     # conv 1->4 (36) + bn (8) | conv 4->8 (288) + bn (16) | conv 8->8 (576) + bn (16) | linear 8*3*3 -> 10 (730)
     model = cu.models.Student(cu.models.StudentConfig((4, 8, 8)))
-    assert cu.models.count_parameters(model) == 36 + 8 + 288 + 16 + 576 + 16 + 730
-    assert cu.models.serialized_size(model) > 4 * cu.models.count_parameters(model)
+    assert cu.evaluate.count_parameters(model) == 36 + 8 + 288 + 16 + 576 + 16 + 730
+    assert cu.checkpoints.serialized_size(model) > 4 * cu.evaluate.count_parameters(model)
 
 
 @pytest.mark.parametrize("name", list(cu.models.STUDENTS))
@@ -123,7 +123,7 @@ def test_checkpoint_of_another_shape_is_refused(weights_copy):
     card = json.loads((weights_copy / cu.models.TEACHER_CARD).read_text())
     path = weights_copy / card["weights_file"]
     torch.save(cu.models.create("cnn-9k").state_dict(), path)
-    card["sha256"] = cu.data.sha256(path)
+    card["sha256"] = cu.checkpoints.sha256(path)
     (weights_copy / cu.models.TEACHER_CARD).write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="does not fit"):
         cu.models.load_teacher(weights_copy)
