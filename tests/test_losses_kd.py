@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import course_utils as cu
-import course_utils.kd_sweep  # noqa: F401  (cu.kd_sweep: the merge of sweep parts)
+from course_utils.cli import kd_sweep
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -224,16 +224,16 @@ def test_sweep_merge_joins_sections_and_refuses_other_teachers(tmp_path):
     for name, section, wall in (("a", "grid", 10.0), ("b", "capacity", 1010.0)):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(part(name, section, wall)))
-    merged = cu.kd_sweep.merge(paths, tmp_path / "merged.json")
+    merged = kd_sweep.merge(paths, tmp_path / "merged.json")
     assert merged["grid"] == {"rows": ["a"]} and merged["capacity"] == {"rows": ["b"]}
     assert merged["wall_seconds"] == 1010.0  # the parts ran side by side: the longest one
     assert "part a" in merged["command"] and "part b" in merged["command"]
     (tmp_path / "again.json").write_text(json.dumps(part("c", "grid", 5.0)))
     with pytest.raises(ValueError, match="both hold"):
-        cu.kd_sweep.merge([paths[0], tmp_path / "again.json"], tmp_path / "bad.json")
+        kd_sweep.merge([paths[0], tmp_path / "again.json"], tmp_path / "bad.json")
     (tmp_path / "other.json").write_text(json.dumps(part("d", "omitted", 1.0, {"sha256": "other"})))
     with pytest.raises(ValueError, match="different teachers"):
-        cu.kd_sweep.merge([paths[0], tmp_path / "other.json"], tmp_path / "bad.json")
+        kd_sweep.merge([paths[0], tmp_path / "other.json"], tmp_path / "bad.json")
 
 
 # --- the notebooks' self-checks ------------------------------------------------------------------
