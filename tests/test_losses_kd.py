@@ -241,21 +241,22 @@ def test_checks_report_not_attempted_wrong_and_correct(capsys):
     def untouched(*args):
         raise NotImplementedError
 
-    assert cu.checks.check_kd_loss(untouched).status == "not attempted"
-    wrong = cu.checks.check_kd_loss(lambda s, t, y, temperature, alpha:  # alpha on the wrong term
-                                    cu.losses.kd_loss(s, t, y, temperature, 1 - alpha))
+    kd_loss, entropy, soft_gradient, gap_closed, limit = (cu.exercises.get(name).check for name in (
+        "02.kd_loss", "01.entropy", "01.soft_gradient", "02.gap_closed", "01.high_temperature_limit"))
+    assert kd_loss(untouched).status == "not attempted"
+    wrong = kd_loss(lambda s, t, y, temperature, alpha: cu.losses.kd_loss(s, t, y, temperature, 1 - alpha))  # alpha swapped
     assert wrong.status == "wrong" and "alpha weights the soft term" in wrong.message
-    assert cu.checks.check_kd_loss(cu.losses.kd_loss).passed
-    assert cu.checks.check_entropy(lambda p: -torch.special.xlogy(p, p).sum(-1)).passed
-    assert cu.checks.check_entropy(lambda p: -(p * p.log()).sum(-1)).status == "wrong"  # nan at p = 0
+    assert kd_loss(cu.losses.kd_loss).passed
+    assert entropy(lambda p: -torch.special.xlogy(p, p).sum(-1)).passed
+    assert entropy(lambda p: -(p * p.log()).sum(-1)).status == "wrong"  # nan at p = 0
     q_minus_p = lambda s, t, temperature: torch.softmax(s / temperature, -1) - torch.softmax(t / temperature, -1)
-    assert cu.checks.check_soft_gradient(lambda s, t, temperature: q_minus_p(s, t, temperature) / temperature).passed
-    assert cu.checks.check_soft_gradient(q_minus_p).status == "wrong"  # the 1/T factor is missing
-    assert cu.checks.check_gap_closed(cu.evaluate.gap_closed).passed
-    assert cu.checks.check_gap_closed(lambda a, s, t: max(0.0, (a - s) / (t - s))).status == "wrong"
-    assert cu.checks.check_high_temperature_limit(None).status == "not attempted"
-    assert cu.checks.check_high_temperature_limit("a").status == "wrong"
-    assert cu.checks.check_high_temperature_limit(" B ").passed
+    assert soft_gradient(lambda s, t, temperature: q_minus_p(s, t, temperature) / temperature).passed
+    assert soft_gradient(q_minus_p).status == "wrong"  # the 1/T factor is missing
+    assert gap_closed(cu.evaluate.gap_closed).passed
+    assert gap_closed(lambda a, s, t: max(0.0, (a - s) / (t - s))).status == "wrong"
+    assert limit(None).status == "not attempted"
+    assert limit("a").status == "wrong"
+    assert limit(" B ").passed
     assert "logit" not in capsys.readouterr().out.lower()  # messages hint, they do not give the answer away
 
 
