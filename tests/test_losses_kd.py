@@ -213,6 +213,19 @@ def test_seed_summary():
         cu.evaluate.seed_summary([])
 
 
+def test_mean_std_summarise_and_the_comparison_line():
+    assert cu.evaluate.mean_std([0.8, 0.9]) == pytest.approx((0.85, statistics.stdev([0.8, 0.9])))
+    table = cu.evaluate.summarise({"scratch": [0.80, 0.82], "KD": [0.85, 0.87]}, teacher_accuracy=0.91)
+    assert table["scratch"]["gap_closed"] == 0.0 and table["KD"]["values"] == [0.85, 0.87]
+    assert table["KD"]["gap_closed"] == pytest.approx((0.86 - 0.81) / (0.91 - 0.81))
+    with pytest.raises(KeyError, match="baseline 'scratch' has no results"):
+        cu.evaluate.summarise({"KD": [0.85, 0.87]}, teacher_accuracy=0.91)
+    with pytest.raises(ValueError, match="must beat the scratch student"):  # no gap to close: an error, not a ratio
+        cu.evaluate.summarise({"scratch": [0.92, 0.93], "KD": [0.85, 0.87]}, teacher_accuracy=0.91)
+    line = cu.evaluate.compare([0.840, 0.845, 0.842], [0.866, 0.865, 0.868]).describe("KD", "scratch")
+    assert line == "KD vs scratch: +2.40 points (2 standard errors 0.34) -> win"  # 2 * sqrt(6.33e-6 / 3 + 2.33e-6 / 3)
+
+
 def test_sweep_merge_joins_sections_and_refuses_other_teachers(tmp_path):
     card = {"sha256": "abc"}
 
