@@ -449,7 +449,7 @@ def session_peak_ram_mb(onnx_path: PathLike, input_shape: tuple[int, ...], threa
 # --- notebook 06's precomputed sweeps -------------------------------------------------------------------------------
 
 SWEEP_FILE = Path(__file__).resolve().parents[2] / "results" / "export_sweep.json"
-SWEEP_COMMAND = "python -m course_utils.export_sweep"
+SWEEP_COMMAND = "python -m course_utils.cli.export_sweep"
 
 
 def load_sweep(path: PathLike | None = None) -> dict[str, Any]:
