@@ -63,7 +63,7 @@ def test_datasets_readme_lists_the_checksums_the_loader_verifies():
     import course_utils as cu
 
     text = (REPO / "datasets" / "README.md").read_text()
-    for name, digest in cu.data.SHA256.items():
+    for name, digest in cu.images.data.SHA256.items():
         assert f"`{name}` | {(REPO / 'datasets' / 'fashion-mnist' / name).stat().st_size} | `{digest}`" in text
 
 
