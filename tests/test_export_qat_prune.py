@@ -12,7 +12,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from course_utils import export, models
+from course_utils import export
+from course_utils.images import models
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_benchmark_interleaved_times_every_target_alike(student, images, tmp_pat
 
 
 def test_load_sweep_says_how_to_make_a_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m course_utils.export_sweep"):
+    with pytest.raises(FileNotFoundError, match="python -m course_utils.cli.export_sweep"):
         export.load_sweep(tmp_path / "missing.json")
 
 
