@@ -12,25 +12,21 @@ from . import (
     evaluate,
     exercises,
     export,
-    feature_kd,
     hooks,
+    images,
     lm,
     losses,
-    models,
     models1d,
     plotting,
-    recipes,
     report,
     schedule,
     text,
     train,
-    transfer,
     validate,
     vibration,
     widgets,
 )
 
-__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm",
-           "losses", "models", "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "transfer",
-           "validate", "vibration", "widgets"]
+__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "hooks", "images", "lm", "losses",
+           "models1d", "plotting", "report", "schedule", "text", "train", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"
