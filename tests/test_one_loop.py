@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import course_utils as cu
-from course_utils import train_lm_teacher, train_teacher
+from course_utils.cli import train_lm_teacher, train_teacher
 
 PACKAGE = Path(cu.__file__).parent
 
