@@ -17,10 +17,13 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from .. import checkpoints, config, evaluate, lm, report, text, train, validate
 
@@ -34,6 +37,59 @@ def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
         return lr * (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class WarmupCosine(LRScheduler):
+    """:func:`lr_at` as a torch LR scheduler, stepped after every optimizer step: step ``k`` trains at
+    ``lr_at(k, total, lr, warmup)``, ``lr`` being each parameter group's starting learning rate."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int) -> None:
+        self.total, self.warmup = total, warmup
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        return [lr_at(self.last_epoch, self.total, base_lr, self.warmup) for base_lr in self.base_lrs]
+
+
+class WindowBatches:
+    """``steps`` batches of :func:`course_utils.text.mixed_windows`, drawn one by one from ``generator``."""
+
+    def __init__(self, text_ids: torch.Tensor, addition_ids: torch.Tensor, steps: int, batch_size: int,
+                 block_size: int, addition_fraction: float, generator: torch.Generator) -> None:
+        self.text_ids, self.addition_ids, self.steps = text_ids, addition_ids, steps
+        self.batch_size, self.block_size, self.addition_fraction = batch_size, block_size, addition_fraction
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(self.steps):
+            yield text.mixed_windows(self.text_ids, self.addition_ids, self.batch_size, self.block_size,
+                                     self.addition_fraction, self.generator)
+
+
+def next_char_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
+    """Cross-entropy of the next character at every position of the windows ``batch = (x, y)``."""
+    x, y = batch[0], batch[1]
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def fit_teacher(model: lm.GPT, text_ids: torch.Tensor, addition_ids: torch.Tensor, *, steps: int, seed: int,
+                batch_size: int = 64, lr: float = 2e-3, warmup: int = 100, addition_fraction: float = 0.5,
+                progress: bool = True) -> train.History:
+    """Train ``model`` in place with the shipped recipe, on the CPU, through :func:`course_utils.train.fit`.
+
+    ``steps`` batches of windows (:class:`WindowBatches`, drawn from a generator seeded with ``seed``), AdamW
+    (betas 0.9 and 0.99, weight decay 0.01), the learning rate of :func:`lr_at` (:class:`WarmupCosine`) and the
+    gradients' norm clipped to 1. Seeding the global generators is the caller's.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    batches = WindowBatches(text_ids, addition_ids, steps, batch_size, model.cfg.block_size, addition_fraction,
+                            torch.Generator().manual_seed(seed))
+    return train.fit(model, batches, epochs=1, loss_fn=next_char_loss, optimizer=optimizer,
+                     scheduler=WarmupCosine(optimizer, steps, warmup), grad_clip=1.0, device="cpu", progress=progress)
 
 
 def transfer_set(model: lm.GPT, text_ids: torch.Tensor, n_windows: int, prompt_chars: int, temperature: float,
@@ -87,26 +143,12 @@ def main(argv: list[str] | None = None) -> dict:
     text_ids, val_ids = text.encode(train_text), text.encode(val_text)
     addition_ids = text.encode(text.addition_text(200_000, TRAIN_DIGITS, seed=args.seed))
     model = lm.create("teacher", seed=args.seed, block_size=args.block_size)
-    block = model.cfg.block_size
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    generator = torch.Generator().manual_seed(args.seed)
-    start, running = time.perf_counter(), 0.0
-    model.train()
-    for step in range(args.steps):
-        x, y = text.mixed_windows(text_ids, addition_ids, args.batch_size, block, args.addition_fraction, generator)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        running += loss.item()
-        if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            print(f"step {step + 1}/{args.steps}  loss {running / ((step % 100) + 1):.3f}  "
-                  f"{time.perf_counter() - start:.0f}s", flush=True)
-            running = 0.0
+    start = time.perf_counter()
+    history = fit_teacher(model, text_ids, addition_ids, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                          lr=args.lr, warmup=args.warmup, addition_fraction=args.addition_fraction)
+    for first in range(0, args.steps, 100):
+        losses = history.step_loss[first:first + 100]
+        print(f"step {first + len(losses)}/{args.steps}  loss {sum(losses) / len(losses):.3f}", flush=True)
     seconds = time.perf_counter() - start
     model.eval()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -33,6 +34,41 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[torch.arange(batch)[:, None, None], 0, rows, cols].unsqueeze(1)  # (B, 1, 28, 28)
 
 
+class AugmentedBatches:
+    """``loader``'s ``(images, labels)`` batches with :func:`augment` applied to the images, on the CPU.
+
+    One ``generator`` draws every flip and shift, epoch after epoch; ``len()`` is the loader's.
+    """
+
+    def __init__(self, loader: Iterable, generator: torch.Generator) -> None:
+        self.loader, self.generator = loader, generator
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            yield augment(images, self.generator), labels
+
+
+def fit_teacher(model: nn.Module, train_set: data.ImageSet, *, epochs: int, seed: int, lr: float = 0.1,
+                batch_size: int = 128, val_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                device: str | torch.device | None = None, progress: bool = True) -> train.History:
+    """Train ``model`` in place with the shipped recipe, through :func:`course_utils.train.fit`.
+
+    SGD (Nesterov momentum 0.9, weight decay 5e-4), a one-cycle learning rate peaking at ``lr`` (15 % warm-up)
+    stepped after every optimizer step, batches of ``batch_size`` shuffled with ``seed`` and augmented
+    (:func:`augment`, its own generator seeded with ``seed``). Seeding the global generators is the caller's.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    loader = AugmentedBatches(train_set.loader(batch_size=batch_size, shuffle=True, seed=seed),
+                              torch.Generator().manual_seed(seed))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader),
+                                                    pct_start=0.15)
+    return train.fit(model, loader, epochs=epochs, loss_fn=train.cross_entropy_step, optimizer=optimizer,
+                     scheduler=scheduler, val_data=val_data, device=device, progress=progress)
+
+
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,24 +86,11 @@ def main(argv: list[str] | None = None) -> dict:
     device = config.device()
     train_set, test_set = data.load_fashion_mnist("train"), data.load_fashion_mnist("test")
     model = models.create(models.TEACHER_NAME, seed=args.seed).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    loader = train_set.loader(batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    total = args.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total, pct_start=0.15)
-    generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        for images, labels in loader:
-            images = augment(images, generator).to(device)
-            loss = nn.functional.cross_entropy(model(images), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        test_accuracy = evaluate.accuracy(model, test_set.images, test_set.labels)
-        print(f"epoch {epoch}/{args.epochs}  loss {loss.item():.3f}  test accuracy {test_accuracy:.4f}  "
-              f"{time.perf_counter() - start:.0f}s", flush=True)
+    history = fit_teacher(model, train_set, epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
+                          val_data=(test_set.images, test_set.labels), device=device)
+    for epoch, loss, test_accuracy in zip(history.epoch, history.train_loss, history.val_accuracy):
+        print(f"epoch {epoch}/{args.epochs}  mean loss {loss:.3f}  test accuracy {test_accuracy:.4f}", flush=True)
     seconds = time.perf_counter() - start
 
     model = model.cpu().eval()
