@@ -14,15 +14,13 @@ from . import (
     export,
     feature_kd,
     hooks,
-    lm,
+    language,
     losses,
     models,
-    models1d,
     plotting,
     recipes,
     report,
     schedule,
-    text,
     train,
     transfer,
     validate,
@@ -30,7 +28,7 @@ from . import (
     widgets,
 )
 
-__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks", "lm",
-           "losses", "models", "models1d", "plotting", "recipes", "report", "schedule", "text", "train", "transfer",
-           "validate", "vibration", "widgets"]
+__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks",
+           "language", "losses", "models", "plotting", "recipes", "report", "schedule", "train", "transfer", "validate",
+           "vibration", "widgets"]
 __version__ = "0.1.0"

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checkpoints import UnknownModelError
+
 
 class SpectralFrontEnd(nn.Module):
     """Raw window ``(B, 1, L)`` -> ``(B, 2, F)`` log spectra, no learned parameters:
@@ -127,9 +129,12 @@ CONFIGS = {
 
 
 def create(name: str, seed: int | None = None) -> CNN1d:
-    """A fresh 1-D model by name (``vib-teacher``, ``vib-student``, ``vib-student-xs``); ``seed`` fixes the init."""
+    """A fresh 1-D model by name (``vib-teacher``, ``vib-student``, ``vib-student-xs``); ``seed`` fixes the init.
+
+    An unknown name raises ``cu.checkpoints.UnknownModelError`` (a ``KeyError``) listing the known ones.
+    """
     if name not in CONFIGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(CONFIGS)}.")
+        raise UnknownModelError(f"unknown vibration model {name!r}; choose one of {sorted(CONFIGS)}.")
     if seed is not None:
         torch.manual_seed(seed)
     return CNN1d(CONFIGS[name])
@@ -195,7 +200,7 @@ def session_peak_ram_mb(onnx_path: str, input_shape: tuple[int, ...], threads: i
     import subprocess
     import sys
 
-    from . import export, validate
+    from .. import export, validate
 
     if not Path(onnx_path).is_file():
         raise export.OnnxFileError(f"the ONNX file {onnx_path} does not exist. {export.REEXPORT}")
@@ -268,7 +273,7 @@ def quantize_after_front_end(fp32_path: str, int8_path: str, calibration_inputs:
     quiet windows. On a controller the front end is a float or fixed-point DSP routine (e.g. CMSIS-DSP), the
     CNN the INT8 part.
     """
-    from . import export
+    from .. import export
 
     return export.quantize_static(fp32_path, int8_path, calibration_inputs, method="minmax", per_channel=per_channel,
                                   nodes_to_exclude=front_end_nodes)
