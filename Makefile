@@ -87,11 +87,11 @@ notebook-setup: install
 
 # measure every headline claim and every notebook's time and memory (quick and default mode)
 results: install
-	$(BIN)/python -m course_utils.results
+	$(BIN)/python -m course_utils.cli.results
 
 # an executed HTML rendering of the course in build/book (not committed)
 book: install
-	$(BIN)/python -m course_utils.results --book
+	$(BIN)/python -m course_utils.cli.results --book
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

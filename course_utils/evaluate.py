@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +89,24 @@ def seed_summary(values: Sequence[float]) -> dict[str, object]:
             "values": values}
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``n - 1`` in the denominator; 0 for one value) of per-seed values."""
+    summary = seed_summary(values)
+    return summary["mean"], summary["std"]
+
+
+def summarise(results: Mapping[str, Sequence[float]], teacher_accuracy: float,
+              baseline: str = "scratch") -> dict[str, dict[str, object]]:
+    """Per method: :func:`seed_summary` of its per-seed accuracies plus the gap it closes against ``baseline``'s mean,
+    ``gap_closed = (mean - mean_baseline) / (teacher - mean_baseline)`` (Hinton et al. 2015's students are judged
+    by how much of the teacher-student gap they recover; see :func:`gap_closed`)."""
+    if baseline not in results:
+        raise KeyError(f"the baseline {baseline!r} has no results; the methods are {sorted(results)}.")
+    base = seed_summary(results[baseline])["mean"]
+    return {name: {**(summary := seed_summary(values)), "gap_closed": gap_closed(summary["mean"], base, teacher_accuracy)}
+            for name, values in results.items()}
+
+
 def gap_closed(student_accuracy: float, scratch_accuracy: float, teacher_accuracy: float) -> float:
     """Fraction of the teacher-student gap a method closes: ``(acc - scratch) / (teacher - scratch)``.
 
@@ -123,6 +141,12 @@ class Comparison:
     @property
     def verdict(self) -> str:
         return "win" if self.won else "loss" if self.lost else "within noise"
+
+    def describe(self, method: str, baseline: str, scale: float = 100.0, unit: str = "points") -> str:
+        """One line for a notebook: ``"KD vs scratch: +1.13 points (2 standard errors 0.80) -> win"``; ``scale``
+        turns fractions into the printed unit (100: accuracy in [0, 1] -> percentage points)."""
+        return (f"{method} vs {baseline}: {scale * self.difference:+.2f} {unit} "
+                f"(2 standard errors {2 * scale * self.standard_error:.2f}) -> {self.verdict}")
 
 
 def compare(baseline: Sequence[float], method: Sequence[float], higher_is_better: bool = True) -> Comparison:

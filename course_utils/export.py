@@ -1022,7 +1022,7 @@ def latency_decomposition(eager_teacher_ms: float, ort_teacher_ms: float, ort_st
 
 
 SWEEP_FILE = Path(__file__).resolve().parent.parent / "results" / "export_sweep.json"
-SWEEP_COMMAND = "python -m course_utils.export_sweep"
+SWEEP_COMMAND = "python -m course_utils.cli.export_sweep"
 
 
 def load_sweep(path: PathLike | None = None) -> dict[str, Any]:

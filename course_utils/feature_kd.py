@@ -6,7 +6,7 @@
                                            regressors, hint_steps=60, total_steps=252, seed=0)
 
 Notebooks 03 and 04 write the losses themselves and check them against :func:`hint_step` and :func:`at_step`;
-``python -m course_utils.feature_sweep`` runs the same functions over more seeds and settings.
+``python -m course_utils.cli.feature_sweep`` runs the same functions over more seeds and settings.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from . import config, data, hooks, losses, recipes, report, train
 
 SWEEP_FILE = config.REPO_DIR / "results" / "feature_sweep.json"
-SWEEP_COMMAND = "python -m course_utils.feature_sweep"
+SWEEP_COMMAND = "python -m course_utils.cli.feature_sweep"
 
 
 def load_sweep(path: str | Path | None = None) -> dict:

@@ -233,7 +233,7 @@ class HintRegressor(nn.Sequential):
     bilinear interpolation to grow). ``steps > 1`` widens progressively through :func:`progressive_widths`
     (16 -> 32 -> 64) instead of in one jump. The convolutions carry a bias and no batch norm: a batch norm
     after the regressor lets it fit the teacher's per-channel mean without the student, and on a student
-    without normalisation it collapsed the student's early layers (measured in ``python -m course_utils.feature_sweep``).
+    without normalisation it collapsed the student's early layers (measured in ``python -m course_utils.cli.feature_sweep``).
     Like every adapter it is trained with the student and thrown away afterwards.
     """
 

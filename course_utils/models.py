@@ -186,7 +186,8 @@ def create(name: str, seed: int | None = None) -> nn.Module:
 
 
 TEACHER_CARD = "fashion_teacher.json"
-RETRAIN = "Restore it with `git checkout -- course_utils/weights` or retrain with `python -m course_utils.train_teacher`."
+RETRAIN = ("Restore it with `git checkout -- course_utils/weights` or retrain with "
+           "`python -m course_utils.cli.train_teacher`.")
 
 
 def teacher_card(weights_dir: str | Path | None = None) -> dict:

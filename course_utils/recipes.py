@@ -6,7 +6,7 @@
 Two constants hold the recipes the course uses from notebook 02 on:
 
 - :data:`TRAINING`: AdamW with a cosine schedule, batch 64, learning rate 5e-3 (chosen by measurement in
-  ``python -m course_utils.kd_sweep``'s capacity section: every student of at least 5k parameters beats
+  ``python -m course_utils.cli.kd_sweep``'s capacity section: every student of at least 5k parameters beats
   logistic regression trained the same way).
 - :data:`KD`: the temperature and alpha picked by notebook 02's temperature x alpha sweep (its best cell over
   three seeds; a test checks that the constant and ``results/kd_sweep.json`` agree).
@@ -27,7 +27,7 @@ from torch import nn
 from . import config, data, evaluate, losses, report, train
 
 SWEEP_FILE = config.REPO_DIR / "results" / "kd_sweep.json"
-SWEEP_COMMAND = "python -m course_utils.kd_sweep"
+SWEEP_COMMAND = "python -m course_utils.cli.kd_sweep"
 TRAINING = MappingProxyType({"batch_size": 64, "lr": 5e-3})
 KD = MappingProxyType({"temperature": 8.0, "alpha": 0.75})
 

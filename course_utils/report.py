@@ -30,6 +30,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def sweep_machine() -> str:
+    """The CPU and the torch threads a sweep ran on, for its JSON (e.g. ``"Intel Xeon ..., 1 threads"``)."""
+    import torch
+
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def hardware_name(device: str | Any) -> str:
+    """The accelerator's name for a CUDA ``device``, else the CPU's (for model cards)."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_name()
+
+
 def load_precomputed(path: str | Path, command: str, duration: str) -> dict[str, Any]:
     """A results file a script precomputed (e.g. ``results/kd_sweep.json``); a clear error says how to make it."""
     path = Path(path)

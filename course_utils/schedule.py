@@ -325,7 +325,7 @@ def steps_to_reach(history: train.History, target: float, steps_per_round: int) 
 # --- notebook 05: the course recipe as schedules, teachers v1 / v2, ensembles ---
 
 SWEEP_FILE = config.REPO_DIR / "results" / "schedule_sweep.json"
-SWEEP_COMMAND = "python -m course_utils.schedule_sweep"
+SWEEP_COMMAND = "python -m course_utils.cli.schedule_sweep"
 
 
 def load_sweep(path: str | Path | None = None) -> dict:

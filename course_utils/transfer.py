@@ -29,7 +29,7 @@ from . import config, data, losses, recipes, report, train
 
 ImageTransform = Callable[..., torch.Tensor]
 SWEEP_FILE = config.REPO_DIR / "results" / "transfer_sweep.json"
-SWEEP_COMMAND = "python -m course_utils.transfer_sweep"
+SWEEP_COMMAND = "python -m course_utils.cli.transfer_sweep"
 DATA_SEED = 0  # every transfer set (its order, blends, noise, views, bias) is drawn with this seed
 
 

@@ -175,7 +175,7 @@ def test_benchmark_interleaved_times_every_target_alike(student, images, tmp_pat
 
 
 def test_load_sweep_says_how_to_make_a_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m course_utils.export_sweep"):
+    with pytest.raises(FileNotFoundError, match="python -m course_utils.cli.export_sweep"):
         export.load_sweep(tmp_path / "missing.json")
 
 

@@ -208,7 +208,7 @@ def test_at_step_adds_the_papers_term_to_kd():
 
 
 def test_feature_sweep_smoke_run_writes_every_arm(tmp_path):
-    from course_utils import feature_sweep
+    from course_utils.cli import feature_sweep
 
     out = tmp_path / "sweep.json"
     result = feature_sweep.main(["--seeds", "2", "--train-subset", "256", "--epochs", "1", "--sections", "default",
@@ -218,17 +218,17 @@ def test_feature_sweep_smoke_run_writes_every_arm(tmp_path):
     arms = result["default"]["arms"]
     assert list(arms) == ["scratch", "KD", "FitNets direct + KD", "AT + KD", "AT", "AT + KD (beta 100)", "AT (beta 100)"]
     assert all(len(arm["values"]) == 2 and 0.0 <= arm["mean"] <= 1.0 for arm in arms.values())
-    assert cu.feature_kd.load_sweep(out)["command"].startswith("python -m course_utils.feature_sweep")
+    assert cu.feature_kd.load_sweep(out)["command"].startswith("python -m course_utils.cli.feature_sweep")
     with pytest.raises(SystemExit):
         feature_sweep.main(["--seeds", "1", "--out", str(out)])
 
 
 def test_feature_sweep_merge_refuses_parts_with_different_settings(tmp_path):
-    from course_utils import feature_sweep
+    from course_utils.cli import feature_sweep
 
-    part = {"command": "python -m course_utils.feature_sweep --sections deep", "teacher_card": {"sha256": "a"},
+    part = {"command": "python -m course_utils.cli.feature_sweep --sections deep", "teacher_card": {"sha256": "a"},
             "settings": {"epochs": 16}, "deep": {"arms": {}}, "wall_seconds": 5.0}
-    other = {**part, "command": "python -m course_utils.feature_sweep --sections residual", "residual": {"arms": {}},
+    other = {**part, "command": "python -m course_utils.cli.feature_sweep --sections residual", "residual": {"arms": {}},
              "wall_seconds": 7.0}
     del other["deep"]
     paths = [cu.report.write_precomputed(tmp_path / name, data) for name, data in (("a.json", part), ("b.json", other))]

@@ -243,7 +243,7 @@ def test_shipped_lm_teacher_matches_its_card():
 
 
 def test_learning_rate_schedule():
-    from course_utils.train_lm_teacher import lr_at
+    from course_utils.cli.train_lm_teacher import lr_at
 
     assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
@@ -320,31 +320,30 @@ def _ladder(complete: bool = True) -> dict:
 
 
 def test_ladder_cells_summarise_per_seed_values(tmp_path):
-    from course_utils import lm_sweep
 
     path = tmp_path / "ladder.json"
     path.write_text(json.dumps(_ladder()))
-    cells = lm_sweep.ladder_cells(lm_sweep.load_ladder(path))
+    cells = language.ladder_cells(language.load_ladder(path))
     cell = cells["lm-student-s", "token KD"]
     assert cell["shape"] == "2 layers x 32" and cell["parameters"] == 100
     assert cell["bits_per_char"]["mean"] == pytest.approx(3.1) and cell["bits_per_char"]["values"] == [3.0, 3.2]
     assert cell["exact_match"][1]["mean"] == pytest.approx(0.75) and set(cell["exact_match"]) == {1, 2}
     path.write_text(json.dumps(_ladder(complete=False)))
     with pytest.raises(ValueError, match="--resume"):
-        lm_sweep.load_ladder(path)
+        language.load_ladder(path)
     with pytest.raises(FileNotFoundError, match="lm_sweep"):
-        lm_sweep.load_ladder(tmp_path / "missing.json")
+        language.load_ladder(tmp_path / "missing.json")
 
 
 def test_shipped_ladder_is_complete_over_seeds_and_matches_the_teacher():
-    from course_utils import lm_sweep
 
-    ladder = lm_sweep.load_ladder()
+    ladder = language.load_ladder()
     assert ladder["teacher_sha256"] == language.teacher_card()["sha256"]
     seeds = ladder["settings"]["seeds"]
     assert len(seeds) >= 3
     cells = {(row["student"], row["method"]) for row in ladder["rows"]}
-    assert cells == {(name, method) for name in language.CONFIGS if name != "lm-teacher" for method in lm_sweep.METHODS}
+    students = [name for name in language.CONFIGS if name != "lm-teacher"]
+    assert cells == {(name, method) for name in students for method in language.LADDER_METHODS}
     for row in ladder["rows"]:
         assert row["seeds"] == seeds and len(row["bits_per_char"]) == len(seeds)
         assert all(len(values) == len(seeds) for values in row["exact_match"].values())
@@ -353,7 +352,7 @@ def test_shipped_ladder_is_complete_over_seeds_and_matches_the_teacher():
 @pytest.mark.parametrize("argv, words", [(["--seeds", "-1"], "--seeds: expected an integer >= 0"),
                                          (["--seeds", "1", "1"], "repeats a seed")])
 def test_lm_sweep_refuses_bad_seeds(capsys, argv, words):
-    from course_utils import lm_sweep
+    from course_utils.cli import lm_sweep
 
     with pytest.raises(SystemExit) as stopped:
         lm_sweep.main([*argv, "--out", "/nonexistent/never-written"])

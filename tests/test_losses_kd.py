@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import course_utils as cu
-import course_utils.kd_sweep  # noqa: F401  (cu.kd_sweep: the merge of sweep parts)
+from course_utils.cli import kd_sweep
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -213,6 +213,19 @@ def test_seed_summary():
         cu.evaluate.seed_summary([])
 
 
+def test_mean_std_summarise_and_the_comparison_line():
+    assert cu.evaluate.mean_std([0.8, 0.9]) == pytest.approx((0.85, statistics.stdev([0.8, 0.9])))
+    table = cu.evaluate.summarise({"scratch": [0.80, 0.82], "KD": [0.85, 0.87]}, teacher_accuracy=0.91)
+    assert table["scratch"]["gap_closed"] == 0.0 and table["KD"]["values"] == [0.85, 0.87]
+    assert table["KD"]["gap_closed"] == pytest.approx((0.86 - 0.81) / (0.91 - 0.81))
+    with pytest.raises(KeyError, match="baseline 'scratch' has no results"):
+        cu.evaluate.summarise({"KD": [0.85, 0.87]}, teacher_accuracy=0.91)
+    with pytest.raises(ValueError, match="must beat the scratch student"):  # no gap to close: an error, not a ratio
+        cu.evaluate.summarise({"scratch": [0.92, 0.93], "KD": [0.85, 0.87]}, teacher_accuracy=0.91)
+    line = cu.evaluate.compare([0.840, 0.845, 0.842], [0.866, 0.865, 0.868]).describe("KD", "scratch")
+    assert line == "KD vs scratch: +2.40 points (2 standard errors 0.34) -> win"  # 2 * sqrt(6.33e-6 / 3 + 2.33e-6 / 3)
+
+
 def test_sweep_merge_joins_sections_and_refuses_other_teachers(tmp_path):
     card = {"sha256": "abc"}
 
@@ -224,16 +237,16 @@ def test_sweep_merge_joins_sections_and_refuses_other_teachers(tmp_path):
     for name, section, wall in (("a", "grid", 10.0), ("b", "capacity", 1010.0)):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(part(name, section, wall)))
-    merged = cu.kd_sweep.merge(paths, tmp_path / "merged.json")
+    merged = kd_sweep.merge(paths, tmp_path / "merged.json")
     assert merged["grid"] == {"rows": ["a"]} and merged["capacity"] == {"rows": ["b"]}
     assert merged["wall_seconds"] == 1010.0  # the parts ran side by side: the longest one
     assert "part a" in merged["command"] and "part b" in merged["command"]
     (tmp_path / "again.json").write_text(json.dumps(part("c", "grid", 5.0)))
     with pytest.raises(ValueError, match="both hold"):
-        cu.kd_sweep.merge([paths[0], tmp_path / "again.json"], tmp_path / "bad.json")
+        kd_sweep.merge([paths[0], tmp_path / "again.json"], tmp_path / "bad.json")
     (tmp_path / "other.json").write_text(json.dumps(part("d", "omitted", 1.0, {"sha256": "other"})))
     with pytest.raises(ValueError, match="different teachers"):
-        cu.kd_sweep.merge([paths[0], tmp_path / "other.json"], tmp_path / "bad.json")
+        kd_sweep.merge([paths[0], tmp_path / "other.json"], tmp_path / "bad.json")
 
 
 # --- the notebooks' self-checks ------------------------------------------------------------------
@@ -241,21 +254,22 @@ def test_checks_report_not_attempted_wrong_and_correct(capsys):
     def untouched(*args):
         raise NotImplementedError
 
-    assert cu.checks.check_kd_loss(untouched).status == "not attempted"
-    wrong = cu.checks.check_kd_loss(lambda s, t, y, temperature, alpha:  # alpha on the wrong term
-                                    cu.losses.kd_loss(s, t, y, temperature, 1 - alpha))
+    kd_loss, entropy, soft_gradient, gap_closed, limit = (cu.exercises.get(name).check for name in (
+        "02.kd_loss", "01.entropy", "01.soft_gradient", "02.gap_closed", "01.high_temperature_limit"))
+    assert kd_loss(untouched).status == "not attempted"
+    wrong = kd_loss(lambda s, t, y, temperature, alpha: cu.losses.kd_loss(s, t, y, temperature, 1 - alpha))  # alpha swapped
     assert wrong.status == "wrong" and "alpha weights the soft term" in wrong.message
-    assert cu.checks.check_kd_loss(cu.losses.kd_loss).passed
-    assert cu.checks.check_entropy(lambda p: -torch.special.xlogy(p, p).sum(-1)).passed
-    assert cu.checks.check_entropy(lambda p: -(p * p.log()).sum(-1)).status == "wrong"  # nan at p = 0
+    assert kd_loss(cu.losses.kd_loss).passed
+    assert entropy(lambda p: -torch.special.xlogy(p, p).sum(-1)).passed
+    assert entropy(lambda p: -(p * p.log()).sum(-1)).status == "wrong"  # nan at p = 0
     q_minus_p = lambda s, t, temperature: torch.softmax(s / temperature, -1) - torch.softmax(t / temperature, -1)
-    assert cu.checks.check_soft_gradient(lambda s, t, temperature: q_minus_p(s, t, temperature) / temperature).passed
-    assert cu.checks.check_soft_gradient(q_minus_p).status == "wrong"  # the 1/T factor is missing
-    assert cu.checks.check_gap_closed(cu.evaluate.gap_closed).passed
-    assert cu.checks.check_gap_closed(lambda a, s, t: max(0.0, (a - s) / (t - s))).status == "wrong"
-    assert cu.checks.check_high_temperature_limit(None).status == "not attempted"
-    assert cu.checks.check_high_temperature_limit("a").status == "wrong"
-    assert cu.checks.check_high_temperature_limit(" B ").passed
+    assert soft_gradient(lambda s, t, temperature: q_minus_p(s, t, temperature) / temperature).passed
+    assert soft_gradient(q_minus_p).status == "wrong"  # the 1/T factor is missing
+    assert gap_closed(cu.evaluate.gap_closed).passed
+    assert gap_closed(lambda a, s, t: max(0.0, (a - s) / (t - s))).status == "wrong"
+    assert limit(None).status == "not attempted"
+    assert limit("a").status == "wrong"
+    assert limit(" B ").passed
     assert "logit" not in capsys.readouterr().out.lower()  # messages hint, they do not give the answer away
 
 

@@ -68,7 +68,7 @@ def test_datasets_readme_lists_the_checksums_the_loader_verifies():
 
 
 def test_readme_results_block_is_rendered_from_summary_json():
-    from course_utils import results
+    from course_utils.cli import results
 
     summary_path = REPO / "results" / "summary.json"
     block = results.readme_block((REPO / "README.md").read_text())

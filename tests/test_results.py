@@ -7,7 +7,7 @@ import json
 import pytest
 
 import course_utils as cu
-from course_utils import results
+from course_utils.cli import results
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import course_utils as cu
-from course_utils import schedule_sweep
+from course_utils.cli import schedule_sweep
 
 
 def test_flat_kd_is_the_course_recipe_for_every_step():

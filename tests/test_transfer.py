@@ -168,7 +168,7 @@ def test_transfer_kd_step_is_the_course_kd_on_labelled_images_and_never_reads_tr
 
 
 def test_sweep_keeps_per_seed_values_and_resumes(tmp_path):
-    import course_utils.transfer_sweep as sweep_program
+    from course_utils.cli import transfer_sweep as sweep_program
 
     out = tmp_path / "sweep.json"
     common = ["--seeds", "2", "--short-steps", "2", "--patient-steps", "3", "--transfer-images", "400", "--sizes", "100",
@@ -195,7 +195,7 @@ def test_sweep_keeps_per_seed_values_and_resumes(tmp_path):
 def test_the_committed_sweep_uses_the_course_recipe_and_keeps_every_seed():
     sweep = cu.transfer.load_sweep()
     assert sweep["settings"]["kd"] == dict(cu.recipes.KD), (
-        "results/transfer_sweep.json was made with another KD recipe: rerun `python -m course_utils.transfer_sweep`")
+        "results/transfer_sweep.json was made with another KD recipe: rerun `python -m course_utils.cli.transfer_sweep`")
     assert sweep["settings"]["student"] == cu.models.DEFAULT_STUDENT and sweep["seeds"] == [100, 101, 102]
     for key, run in sweep["arms"].items():
         assert len(run["values"]) == len(sweep["seeds"]) == len(run["per_class"]), key

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import course_utils as cu
-from course_utils import build_corpus, lm_sweep, train_lm_teacher, train_teacher
+from course_utils.cli import build_corpus, lm_sweep, train_lm_teacher, train_teacher
 
 NAN, INF = float("nan"), float("inf")
 
@@ -552,8 +552,8 @@ def test_record_refuses_nan_and_names_the_key(tmp_path, monkeypatch):
 
 def test_load_precomputed_names_an_invalid_json_file(tmp_path):
     (tmp_path / "sweep.json").write_text("{not json")
-    with pytest.raises(ValueError, match="sweep.json is not valid JSON.*python -m course_utils.kd_sweep"):
-        cu.report.load_precomputed(tmp_path / "sweep.json", "python -m course_utils.kd_sweep", "an hour")
+    with pytest.raises(ValueError, match="sweep.json is not valid JSON.*python -m course_utils.cli.kd_sweep"):
+        cu.report.load_precomputed(tmp_path / "sweep.json", "python -m course_utils.cli.kd_sweep", "an hour")
 
 
 def test_plot_confusion_refuses_a_matrix_that_does_not_fit_the_class_names():
@@ -710,7 +710,7 @@ def test_build_corpus_refuses_to_write_an_empty_corpus(tmp_path):
 
 
 def test_write_precomputed_round_trips_through_load_precomputed(tmp_path):
-    result = {"command": "python -m course_utils.kd_sweep", "seeds": [100, 101], "rows": [{"mean": 0.5}]}
+    result = {"command": "python -m course_utils.cli.kd_sweep", "seeds": [100, 101], "rows": [{"mean": 0.5}]}
     path = cu.report.write_precomputed(tmp_path / "new" / "folder" / "sweep.json", result)
     assert path.is_file() and path.read_text().endswith("\n")
-    assert cu.report.load_precomputed(path, "python -m course_utils.kd_sweep", "an hour") == result
+    assert cu.report.load_precomputed(path, "python -m course_utils.cli.kd_sweep", "an hour") == result

@@ -2,7 +2,8 @@
 
 ``cu.language.create(name)`` builds a model of :data:`CONFIGS` (``lm-teacher``, ``lm-student-s`` ... ``lm-student-xl``),
 ``cu.language.load_teacher()`` loads the shipped teacher (checked against its model card) and
-``cu.language.load_transfer_set()`` the text that teacher wrote; ``models`` holds the transformer, generation and the
+``cu.language.load_transfer_set()`` the text that teacher wrote, ``cu.language.load_ladder()`` the precomputed size
+ladder of students (``results/lm_ladder.json``); ``models`` holds the transformer, generation and the
 metrics, ``text`` the docstring corpus, the 96-character vocabulary and the addition probe.
 """
 
@@ -10,6 +11,9 @@ from . import models, text
 from .models import (
     CONFIGS,
     GPT,
+    LADDER_COMMAND,
+    LADDER_FILE,
+    LADDER_METHODS,
     TEACHER_CARD,
     GPTConfig,
     addition_accuracy,
@@ -19,6 +23,8 @@ from .models import (
     config_dict,
     create,
     generate,
+    ladder_cells,
+    load_ladder,
     load_teacher,
     load_transfer_set,
     student_from_teacher,
@@ -44,8 +50,9 @@ from .text import (
     split_corpus,
 )
 
-__all__ = ["CONFIGS", "CORPUS_FILE", "CORPUS_SHA256", "GPT", "TEACHER_CARD", "VOCAB", "CorpusError", "GPTConfig",
-           "addition_accuracy", "addition_answers", "addition_text", "bits_per_char", "complete", "config_dict",
-           "corpus_path", "create", "decode", "encode", "format_addition", "generate", "is_held_out", "load_corpus",
-           "load_teacher", "load_transfer_set", "mixed_windows", "models", "random_windows", "read_answer",
-           "sample_additions", "split_corpus", "student_from_teacher", "teacher_card", "text", "transfer_windows"]
+__all__ = ["CONFIGS", "CORPUS_FILE", "CORPUS_SHA256", "GPT", "LADDER_COMMAND", "LADDER_FILE", "LADDER_METHODS",
+           "TEACHER_CARD", "VOCAB", "CorpusError", "GPTConfig", "addition_accuracy", "addition_answers", "addition_text",
+           "bits_per_char", "complete", "config_dict", "corpus_path", "create", "decode", "encode", "format_addition",
+           "generate", "is_held_out", "ladder_cells", "load_corpus", "load_ladder", "load_teacher", "load_transfer_set",
+           "mixed_windows", "models", "random_windows", "read_answer", "sample_additions", "split_corpus",
+           "student_from_teacher", "teacher_card", "text", "transfer_windows"]

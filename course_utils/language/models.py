@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoints, config, validate
+from .. import checkpoints, config, evaluate, report, validate
 from ..checkpoints import UnknownModelError
 from . import text
 
@@ -276,7 +276,7 @@ def addition_answers(model: GPT, problems: list[tuple[int, int]], batch_size: in
 
 
 RETRAIN = ("Restore it with `git checkout -- course_utils/weights` or retrain it with "
-           "`python -m course_utils.train_lm_teacher` (about 20 minutes on a laptop CPU).")
+           "`python -m course_utils.cli.train_lm_teacher` (about 20 minutes on a laptop CPU).")
 
 
 def teacher_card(weights_dir: str | Path | None = None) -> dict:
@@ -306,6 +306,34 @@ def load_transfer_set(weights_dir: str | Path | None = None) -> dict[str, torch.
     card = teacher_card(folder)
     path = checkpoints.verified(folder / card["transfer_file"], card["transfer_sha256"], "LM transfer set", RETRAIN)
     return {key: value.long() for key, value in torch.load(path, map_location="cpu", weights_only=True).items()}
+
+
+# notebook 08's precomputed size ladder of students, made by `python -m course_utils.cli.lm_sweep`
+LADDER_FILE = config.REPO_DIR / "results" / "lm_ladder.json"
+LADDER_COMMAND = "python -m course_utils.cli.lm_sweep"
+LADDER_METHODS = ("text only", "token KD")
+
+
+def load_ladder(path: str | Path | None = None) -> dict:
+    """The precomputed ladder (``results/lm_ladder.json``); a clear error says how to make it."""
+    ladder = report.load_precomputed(path or LADDER_FILE, LADDER_COMMAND, "1-3 hours on one CPU core")
+    if not ladder.get("complete", False) or "seeds" not in ladder.get("settings", {}):
+        raise ValueError(f"{path or LADDER_FILE} is unfinished or from an older, single-seed version: run `{LADDER_COMMAND} "
+                         "--resume` to finish it (or without --resume to start over).")
+    return ladder
+
+
+def ladder_cells(ladder: dict) -> dict[tuple[str, str], dict[str, object]]:
+    """``{(student, method): {"parameters", "shape", "bits_per_char", "exact_match"}}`` from a loaded ladder.
+
+    ``bits_per_char`` is :func:`cu.evaluate.seed_summary` of the per-seed values (mean, std, values);
+    ``exact_match`` maps each operand length (int) to the same summary.
+    """
+    return {(row["student"], row["method"]): {
+        "parameters": row["parameters"], "shape": f"{row['n_layer']} layers x {row['n_embd']}",
+        "bits_per_char": evaluate.seed_summary(row["bits_per_char"]),
+        "exact_match": {int(d): evaluate.seed_summary(values) for d, values in row["exact_match"].items()}}
+        for row in ladder["rows"]}
 
 
 # --- edge export helpers (ONNX) ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Train the course's Fashion-MNIST teacher reproducibly and write it with its model card.
 
-    python -m course_utils.train_teacher            # the shipped recipe (uses a GPU if present)
-    python -m course_utils.train_teacher --epochs 1 --out /tmp/teacher   # a quick try
+    python -m course_utils.cli.train_teacher            # the shipped recipe (uses a GPU if present)
+    python -m course_utils.cli.train_teacher --epochs 1 --out /tmp/teacher   # a quick try
 
 Writes ``fashion_teacher.pt`` (state_dict), ``fashion_teacher_logits.pt`` (the teacher's
 logits on both splits, without augmentation) and ``fashion_teacher.json`` (the model card).
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints, config, data, evaluate, models, report, train, validate
+from .. import checkpoints, config, data, evaluate, models, report, train, validate
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -31,9 +31,6 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     cols = (dx[:, None] + torch.arange(28))[:, None, :]  # (B, 1, 28)
     return padded[torch.arange(batch)[:, None, None], 0, rows, cols].unsqueeze(1)  # (B, 1, 28, 28)
 
-
-def _hardware_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name() if device.type == "cuda" else report.cpu_name()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -90,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recipe": f"SGD nesterov momentum 0.9, one-cycle lr {args.lr}, weight decay 5e-4, batch "
                   f"{args.batch_size}, augmentation: horizontal flip + 2-pixel shift",
         "training_seconds": round(seconds, 1),
-        "hardware": f"{device.type}: {_hardware_name(device)}, {torch.get_num_threads()} threads",
+        "hardware": f"{device.type}: {report.hardware_name(device)}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "weights_file": weights.name,
         "sha256": checkpoints.sha256(weights),

@@ -1,9 +1,9 @@
 """``make results`` and ``make book``: execute every notebook headless, measure, and summarise.
 
-    python -m course_utils.results                 # quick and default mode, then the summary
-    python -m course_utils.results --modes default --notebooks 01 02
-    python -m course_utils.results --summary-only  # rebuild the summary from recorded figures
-    python -m course_utils.results --book          # HTML of the executed notebooks in build/book
+    python -m course_utils.cli.results                 # quick and default mode, then the summary
+    python -m course_utils.cli.results --modes default --notebooks 01 02
+    python -m course_utils.cli.results --summary-only  # rebuild the summary from recorded figures
+    python -m course_utils.cli.results --book          # HTML of the executed notebooks in build/book
 
 Each notebook runs in a fresh kernel through nbclient, in a child process, so its wall time and
 the kernel's peak resident memory are measured. The notebooks record their headline figures with
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config, report
+from .. import config, report
 
 NOTEBOOKS_DIR = config.REPO_DIR / "notebooks"
 RESULTS_DIR = config.REPO_DIR / "results"
@@ -112,7 +112,7 @@ def execute(path: Path, mode: str, timeout: int = 1800) -> dict[str, float]:
     env = dict(os.environ, COURSE_QUICK="1" if mode == "quick" else "0")
     out_path = BUILD_DIR / "executed" / mode / path.name
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "course_utils.results", "--child", str(path), str(out_path),
+    done = subprocess.run([sys.executable, "-m", "course_utils.cli.results", "--child", str(path), str(out_path),
                            str(timeout)], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
@@ -233,7 +233,7 @@ def _value(metric: str, value: float) -> str:
 
 def render_experiments(entries: list[dict]) -> str:
     """The table of comparisons: each arm's mean ± std over its seeds, the difference, twice its SE, the verdict."""
-    from .evaluate import compare, seed_summary
+    from ..evaluate import compare, seed_summary
 
     lines = ["| Notebook | Comparison | Baseline | Method | Difference | 2 SE | Verdict |", "|---|---|---|---|---|---|---|"]
     for e in entries:

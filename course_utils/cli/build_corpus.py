@@ -1,6 +1,6 @@
 """Extract the course's text corpus once: the docstrings of Python's standard library (PSF licence).
 
-    python -m course_utils.build_corpus            # writes datasets/python-docstrings/python_docstrings.txt
+    python -m course_utils.cli.build_corpus            # writes datasets/python-docstrings/python_docstrings.txt
 
 The result depends on the Python version that runs it, so the extracted file is committed
 with its sha256 (``cu.language.CORPUS_SHA256``) and the notebooks never run this script.
@@ -19,7 +19,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import checkpoints, config, language, validate
+from .. import checkpoints, config, language, validate
 
 SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 

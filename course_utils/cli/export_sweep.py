@@ -1,10 +1,10 @@
 """Precompute notebook 06's sweeps: every student on a fair budget (the seeds' claim), quantization-aware distillation
 where post-training quantization hurts, and pruning during distillation.
 
-    python -m course_utils.export_sweep --sections qat          # then students, then prune: each updates
-    python -m course_utils.export_sweep --sections students     # results/export_sweep.json in place
-    python -m course_utils.export_sweep --sections prune
-    python -m course_utils.export_sweep --seeds 1 --epochs 1 --train-subset 2000 --steps 20 --out /tmp/x.json  # smoke
+    python -m course_utils.cli.export_sweep --sections qat          # then students, then prune: each updates
+    python -m course_utils.cli.export_sweep --sections students     # results/export_sweep.json in place
+    python -m course_utils.cli.export_sweep --sections prune
+    python -m course_utils.cli.export_sweep --seeds 1 --epochs 1 --train-subset 2000 --steps 20 --out /tmp/x.json  # smoke
 
 A cut run (fewer images, epochs, students, sparsities or steps) says why in ``--note "..."``, kept in the JSON.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, evaluate, export, models, recipes, report, train
+from .. import config, data, evaluate, export, models, recipes, report, train
 
 SWEEP_FILE = export.SWEEP_FILE
 COMMAND = export.SWEEP_COMMAND
@@ -52,10 +52,6 @@ CACHE_DIR = config.REPO_DIR / "artifacts" / "export_sweep"
 CALIBRATION_IMAGES = 512
 OPSET = 21  # the first opset whose QuantizeLinear takes 4-bit integers (older ones need com.microsoft's)
 
-
-def machine() -> str:
-    """The CPU and the torch threads a sweep ran on, for its JSON."""
-    return f"{report.cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def distilled_student(name: str, seed: int, train_set: data.ImageSet, logits: torch.Tensor, test_set: data.ImageSet,
@@ -154,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update({"teacher_accuracy": teacher_accuracy, "teacher_card": models.teacher_card(),
                    "training": dict(recipes.TRAINING), "kd": dict(recipes.KD), "seeds": seeds,
                    "train_images": len(train_set), "epochs": args.epochs, "test_images": len(test_set),
-                   "calibration_images": CALIBRATION_IMAGES, "machine": machine(), "torch": torch.__version__})
+                   "calibration_images": CALIBRATION_IMAGES, "machine": report.sweep_machine(), "torch": torch.__version__})
     if args.note:
         result["note"] = args.note
 

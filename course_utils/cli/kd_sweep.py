@@ -1,10 +1,10 @@
 """Precompute notebook 02's sweeps: temperature x alpha, student capacity against logistic regression, omitted classes.
 
-    python -m course_utils.kd_sweep                      # writes results/kd_sweep.json (about 1.5 h on one core)
-    python -m course_utils.kd_sweep --seeds 1 --grid-epochs 1 --epochs 1 --omit-classes 9 --out /tmp/sweep.json  # smoke
-    python -m course_utils.kd_sweep --sections grid --out a.json           # parts in parallel, one per core,
-    python -m course_utils.kd_sweep --sections capacity omitted --out b.json   # (capacity and omitted use cu.recipes.KD)
-    python -m course_utils.kd_sweep --merge a.json b.json                  # then merged into results/kd_sweep.json
+    python -m course_utils.cli.kd_sweep                      # writes results/kd_sweep.json (about 1.5 h on one core)
+    python -m course_utils.cli.kd_sweep --seeds 1 --grid-epochs 1 --epochs 1 --omit-classes 9 --out /tmp/sweep.json  # smoke
+    python -m course_utils.cli.kd_sweep --sections grid --out a.json           # parts in parallel, one per core,
+    python -m course_utils.cli.kd_sweep --sections capacity omitted --out b.json   # (capacity and omitted use cu.recipes.KD)
+    python -m course_utils.cli.kd_sweep --merge a.json b.json                  # then merged into results/kd_sweep.json
 
 Sections:
 - ``grid``: the temperature x alpha grid in the few-label regime (2,000 labels, 30 epochs, the default
@@ -31,15 +31,11 @@ from pathlib import Path
 
 import torch
 
-from . import data, evaluate, models, recipes, report, train, validate
+from .. import data, evaluate, models, recipes, report, train, validate
 
 SWEEP_FILE, COMMAND = recipes.SWEEP_FILE, recipes.SWEEP_COMMAND
 PEER_RECIPE = {"temperature": 2.0, "alpha": 0.25}  # PyTorch's KD tutorial: T = 2, soft weight 0.25, CE weight 0.75
 SECTIONS = ("grid", "capacity", "omitted")
-
-def machine() -> str:
-    """The CPU and the torch threads a sweep ran on, for its JSON."""
-    return f"{report.cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def few_label_split(full_train: data.ImageSet, labels: int) -> tuple[data.ImageSet, data.ImageSet]:
@@ -88,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": COMMAND + (" " + " ".join(argv) if argv else ""),
         "teacher_accuracy": teacher_accuracy, "teacher_card": models.teacher_card(),
         "training": dict(recipes.TRAINING), "seeds": seeds, "test_images": len(test_set),
-        "machine": machine(), "torch": torch.__version__,
+        "machine": report.sweep_machine(), "torch": torch.__version__,
     }
 
     def log(message: str) -> None:

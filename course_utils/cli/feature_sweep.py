@@ -1,10 +1,10 @@
 """Precompute notebooks 03 and 04's comparisons over seeds: FitNets' layer mappings, and attention transfer.
 
-    python -m course_utils.feature_sweep                          # writes results/feature_sweep.json
-    python -m course_utils.feature_sweep --seeds 1 --sections deep --out /tmp/smoke.json      # a smoke run
-    python -m course_utils.feature_sweep --sections deep --out a.json                         # parts in parallel,
-    python -m course_utils.feature_sweep --sections default residual --out b.json             # one per core,
-    python -m course_utils.feature_sweep --merge a.json b.json                                # then merged
+    python -m course_utils.cli.feature_sweep                          # writes results/feature_sweep.json
+    python -m course_utils.cli.feature_sweep --seeds 1 --sections deep --out /tmp/smoke.json      # a smoke run
+    python -m course_utils.cli.feature_sweep --sections deep --out a.json                         # parts in parallel,
+    python -m course_utils.cli.feature_sweep --sections default residual --out b.json             # one per core,
+    python -m course_utils.cli.feature_sweep --merge a.json b.json                                # then merged
 
 Sections (every arm of a section trains the same student on the same images for the same number of steps):
 - ``deep``: the deep-thin student (``cu.models.DEEP_STUDENTS``, FitNets' regime): scratch, KD, and FitNets'
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, evaluate, feature_kd, models, recipes, report, schedule, train
+from .. import data, evaluate, feature_kd, models, recipes, report, schedule, train
 
 SWEEP_FILE, COMMAND = feature_kd.SWEEP_FILE, feature_kd.SWEEP_COMMAND
 SECTIONS = ("deep", "default", "residual")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "training": dict(recipes.TRAINING), "kd": dict(recipes.KD),
                      "test_images": len(test_set)},
         "teacher_card": {k: models.teacher_card()[k] for k in ("sha256", "test_accuracy")},
-        "machine": f"{report.cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+        "machine": report.sweep_machine(), "torch": torch.__version__,
     }
 
     def log(message: str) -> None:

@@ -1,7 +1,7 @@
 """Precompute notebook 05's budget sweep: where does a warmup -> distill -> finetune schedule (and its curriculum) help?
 
-    python -m course_utils.schedule_sweep                      # writes results/schedule_sweep.json
-    python -m course_utils.schedule_sweep --seeds 2 --budgets 30 60 --out /tmp/smoke.json   # a smoke run
+    python -m course_utils.cli.schedule_sweep                      # writes results/schedule_sweep.json
+    python -m course_utils.cli.schedule_sweep --seeds 2 --budgets 30 60 --out /tmp/smoke.json   # a smoke run
 
 For every budget (optimizer steps of batch 64) and seed, four arms train the default student on the same
 images, on batches drawn by the same seeded stream: scratch (cross-entropy), flat KD with the course recipe
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, evaluate, models, recipes, report, schedule
+from .. import data, evaluate, models, recipes, report, schedule
 
 SWEEP_FILE, COMMAND = schedule.SWEEP_FILE, schedule.SWEEP_COMMAND
 ARMS = ("scratch", "flat KD", "3-phase, curriculum", "3-phase, random order")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
               "batch_size": recipes.TRAINING["batch_size"], "kd": dict(recipes.KD), "lr": recipes.TRAINING["lr"],
               "arms": list(ARMS), "rows": rows, "test_images": len(test_set),
               "teacher_card": {k: models.teacher_card()[k] for k in ("sha256", "test_accuracy")},
-              "machine": f"{report.cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+              "machine": report.sweep_machine(), "torch": torch.__version__,
               "wall_seconds": time.perf_counter() - start}
     report.write_precomputed(args.out, result)
     print(f"wrote {args.out}")

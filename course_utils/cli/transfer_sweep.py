@@ -1,10 +1,10 @@
 """Precompute notebook 02b's slow arms: transfer-set quality, size, consistency, patience and bias.
 
-    python -m course_utils.transfer_sweep                 # writes results/transfer_sweep.json (hours on one core)
-    python -m course_utils.transfer_sweep --sections quality size   # some sections only (merged into --out)
-    python -m course_utils.transfer_sweep --seeds 1 --steps 20 --short-steps 10 --patient-steps 30 \\
+    python -m course_utils.cli.transfer_sweep                 # writes results/transfer_sweep.json (hours on one core)
+    python -m course_utils.cli.transfer_sweep --sections quality size   # some sections only (merged into --out)
+    python -m course_utils.cli.transfer_sweep --seeds 1 --steps 20 --short-steps 10 --patient-steps 30 \\
         --sizes 100 300 --transfer-images 300 --views 2 --out /tmp/smoke.json   # a smoke run in a minute
-    python -m course_utils.transfer_sweep --sections quality --sets noise   # some arms only (those already made stay)
+    python -m course_utils.cli.transfer_sweep --sections quality --sets noise   # some arms only (those already made stay)
 
 Every arm trains the course's default student (``cu.models.DEFAULT_STUDENT``) with ``cu.recipes.TRAINING`` on the
 2,000 stratified labelled images of notebook 02 (``cu.data.stratified_split(full_train, 2000, seed=0)``) plus
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, evaluate, models, recipes, report, train, transfer
+from .. import data, evaluate, models, recipes, report, train, transfer
 
 SWEEP_FILE, COMMAND, DATA_SEED = transfer.SWEEP_FILE, transfer.SWEEP_COMMAND, transfer.DATA_SEED
 SECTIONS = ("consistency", "quality", "bias", "size", "schedule")  # the order they run in
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update({"command": " ; ".join(dict.fromkeys(commands)), "commands": list(dict.fromkeys(commands)),
                    "seeds": seeds, "settings": settings, "teacher_accuracy": teacher_accuracy,
                    "teacher_sha256": models.teacher_card()["sha256"], "test_images": len(test_set),
-                   "machine": f"{report.cpu_name()}, {torch.get_num_threads()} threads", "torch": torch.__version__})
+                   "machine": report.sweep_machine(), "torch": torch.__version__})
     result.setdefault("arms", {})
     result.setdefault("sets", {})
     result.setdefault("sections", {})

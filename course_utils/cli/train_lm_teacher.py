@@ -1,7 +1,7 @@
 """Train notebook 08's character-level teacher and write it with its model card and transfer set.
 
-    python -m course_utils.train_lm_teacher                     # the shipped recipe (~13 min on one idle CPU core)
-    python -m course_utils.train_lm_teacher --steps 20 --transfer-windows 16 --out /tmp/lm_teacher   # a quick try
+    python -m course_utils.cli.train_lm_teacher                     # the shipped recipe (~13 min on one idle CPU core)
+    python -m course_utils.cli.train_lm_teacher --steps 20 --transfer-windows 16 --out /tmp/lm_teacher   # a quick try
 
 Training data: random windows (the context, 32 characters) of the docstring corpus's training part, mixed with
 windows of an addition stream (training problems of 1 to 3 digits, answers reversed; see
@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoints, config, evaluate, language, train, validate
-from .train_teacher import _hardware_name
+from .. import checkpoints, config, evaluate, language, report, train, validate
 
 TRAIN_DIGITS = (1, 2, 3)  # operand lengths the models train on; 4 and 5 are held out entirely
 PROMPT_CHARS = 8  # real characters that start each window of the transfer set; the teacher writes the rest
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recipe": f"AdamW lr {args.lr} (warm-up {args.warmup}, cosine to 10%), betas (0.9, 0.99), weight decay 0.01, "
                   "gradient clipping 1.0",
         "training_seconds": round(seconds, 1),
-        "hardware": f"cpu: {_hardware_name(torch.device('cpu'))}, {torch.get_num_threads()} threads (shared machine)",
+        "hardware": f"cpu: {report.hardware_name(torch.device('cpu'))}, {torch.get_num_threads()} threads (shared machine)",
         "torch": torch.__version__,
         "weights_file": weights.name,
         "sha256": checkpoints.sha256(weights),

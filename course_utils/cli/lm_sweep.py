@@ -1,8 +1,8 @@
 """Precompute notebook 08's size ladder over seeds: what a language-model student keeps as it shrinks.
 
-    python -m course_utils.lm_sweep                  # writes results/lm_ladder.json (1-3 hours on one shared CPU core)
-    python -m course_utils.lm_sweep --steps 20 --students lm-student-s --seeds 0 1 --out /tmp/ladder.json   # a smoke run
-    python -m course_utils.lm_sweep --resume         # continue an interrupted run (finished cells are kept)
+    python -m course_utils.cli.lm_sweep                  # writes results/lm_ladder.json (1-3 hours on one shared CPU core)
+    python -m course_utils.cli.lm_sweep --steps 20 --students lm-student-s --seeds 0 1 --out /tmp/ladder.json   # a smoke run
+    python -m course_utils.cli.lm_sweep --resume         # continue an interrupted run (finished cells are kept)
 
 Every student of :data:`cu.language.CONFIGS` is trained twice per seed for the same number of steps on the same
 pool of windows (docstring text mixed with training additions, as in the notebook): on the text
@@ -27,35 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import config, data, evaluate, language, losses, report, train, validate
-from .kd_sweep import machine
+from .. import data, evaluate, language, losses, report, train, validate
 
-LADDER_FILE = config.REPO_DIR / "results" / "lm_ladder.json"
-COMMAND = "python -m course_utils.lm_sweep"
 TEST_DIGITS = (1, 2, 3, 4)
-METHODS = ("text only", "token KD")
-
-
-def load_ladder(path: str | Path | None = None) -> dict:
-    """The precomputed ladder (``results/lm_ladder.json``); a clear error says how to make it."""
-    ladder = report.load_precomputed(path or LADDER_FILE, COMMAND, "1-3 hours on one CPU core")
-    if not ladder.get("complete", False) or "seeds" not in ladder.get("settings", {}):
-        raise ValueError(f"{path or LADDER_FILE} is unfinished or from an older, single-seed version: run `{COMMAND} "
-                         "--resume` to finish it (or without --resume to start over).")
-    return ladder
-
-
-def ladder_cells(ladder: dict) -> dict[tuple[str, str], dict[str, object]]:
-    """``{(student, method): {"parameters", "shape", "bits_per_char", "exact_match"}}`` from a loaded ladder.
-
-    ``bits_per_char`` is :func:`cu.evaluate.seed_summary` of the per-seed values (mean, std, values);
-    ``exact_match`` maps each operand length (int) to the same summary.
-    """
-    return {(row["student"], row["method"]): {
-        "parameters": row["parameters"], "shape": f"{row['n_layer']} layers x {row['n_embd']}",
-        "bits_per_char": evaluate.seed_summary(row["bits_per_char"]),
-        "exact_match": {int(d): evaluate.seed_summary(values) for d, values in row["exact_match"].items()}}
-        for row in ladder["rows"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -70,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--alpha", type=validate.fraction, default=0.5)
     parser.add_argument("--addition-fraction", type=validate.fraction, default=0.5)
     parser.add_argument("--threads", type=validate.positive_int, default=1)
-    parser.add_argument("--out", type=Path, default=LADDER_FILE)
+    parser.add_argument("--out", type=Path, default=language.LADDER_FILE)
     parser.add_argument("--resume", action="store_true", help="keep the finished runs of an interrupted sweep at --out")
     args = parser.parse_args(argv)
     if args.steps * args.batch_size // args.epochs < args.batch_size:
@@ -123,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     def write(complete: bool) -> dict:
         rows = []
         for name in args.students:
-            for method in METHODS:
+            for method in language.LADDER_METHODS:
                 runs = [done[key] for seed in args.seeds if (key := f"{name}|{method}|{seed}") in done]
                 if not runs:
                     continue
@@ -133,15 +107,16 @@ def main(argv: list[str] | None = None) -> dict:
                              "exact_match": {str(d): [r["exact_match"][str(d)] for r in runs] for d in TEST_DIGITS},
                              "seconds": [r["seconds"] for r in runs]})
         options = [arg for arg in argv if arg != "--resume"]  # the command that makes this file from scratch
-        result = {"command": COMMAND + (" " + " ".join(options) if options else ""), "machine": machine(),
-                  "torch": torch.__version__, "teacher_sha256": card["sha256"], "settings": settings,
+        result = {"command": language.LADDER_COMMAND + (" " + " ".join(options) if options else ""),
+                  "machine": report.sweep_machine(), "torch": torch.__version__, "teacher_sha256": card["sha256"],
+                  "settings": settings,
                   "teacher": teacher_row, "rows": rows, "runs": done, "complete": complete,
                   "wall_seconds": spent + time.perf_counter() - start}
         report.write_precomputed(args.out, result)
         return result
 
     for name in args.students:
-        for method in METHODS:
+        for method in language.LADDER_METHODS:
             loss_fn, tensors = steps_fns[method]
             for seed in args.seeds:
                 key = f"{name}|{method}|{seed}"
