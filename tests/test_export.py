@@ -292,3 +292,31 @@ def test_fake_quantization_trains_and_leaves_weights_on_the_grid():
     with pytest.raises(ValueError, match="no Conv1d, Conv2d or Linear"):
         with export.fake_quantization(nn.ReLU()):
             pass
+
+
+def test_the_subpackage_re_exports_every_public_name_and_stays_out_of_cli_and_the_domains():
+    """``cu.export.<name>`` reaches every public name of onnx, quantize, qat and measure; no module of export/ imports
+    cli/, and the domains import only lazily, inside the two functions that wrap a language model."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    for module in (export.onnx, export.quantize, export.qat, export.measure):
+        defined = []  # the names the module itself defines at top level (functions, classes, constants)
+        for node in ast.parse(inspect.getsource(module)).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.append(node.name)
+            elif isinstance(node, ast.Assign):
+                defined += [target.id for target in node.targets if isinstance(target, ast.Name)]
+        public = [name for name in defined if not name.startswith("_")]
+        assert public and all(getattr(export, name) is getattr(module, name) for name in public), module.__name__
+        assert set(public) <= set(export.__all__), sorted(set(public) - set(export.__all__))
+    for path in Path(export.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names = [node.module or ""] + [alias.name for alias in node.names]
+                assert not any(name.split(".")[0] == "cli" for name in names), f"{path.name} imports cli/"
+        top_level = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.level == 2]
+        assert all(node.module in ("validate", None) and {a.name for a in node.names} <= {"validate"}
+                   for node in top_level), f"{path.name} imports more than validate from the package at import time"

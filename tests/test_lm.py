@@ -255,7 +255,7 @@ def test_learning_rate_schedule():
 def _export_quickly(model: language.GPT, path) -> str:
     """The TorchScript exporter: about 1 s instead of the ~15 s fixed cost of ``cu.export.export_onnx``'s dynamo path.
 
-    These tests check lm's ONNX helper ``OnnxLM`` and dynamic INT8 of a transformer; the notebook, executed by CI,
+    These tests check the ONNX wrapper ``cu.export.OnnxLM`` and dynamic INT8 of a transformer; the notebook, executed by CI,
     exports a student with ``cu.export.export_onnx`` itself.
     """
     with warnings.catch_warnings():
@@ -275,12 +275,12 @@ def test_export_parity_fp32_and_int8(tmp_path):
             expected = model(ids).numpy()
         assert np.abs(cu.export.run_session(session, ids.numpy()) - expected).max() < 1e-4
     prompt = language.encode("## re\n")[None, :]
-    onnx_model = language.models.OnnxLM(session, TINY)
+    onnx_model = cu.export.OnnxLM(session, TINY)
     assert torch.equal(language.generate(onnx_model, prompt, 12, temperature=0),
                        language.generate(model, prompt, 12, temperature=0))
     long_ids = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(0))
     assert language.bits_per_char(onnx_model, long_ids) == pytest.approx(language.bits_per_char(model, long_ids), rel=1e-5)
-    assert language.models.latency_per_token(onnx_model, "## ", n_tokens=4, repeats=1) > 0
+    assert cu.export.latency_per_token(onnx_model, "## ", n_tokens=4, repeats=1) > 0
     int8 = cu.export.quantize_dynamic(path, tmp_path / "lm_int8.onnx")
     assert cu.export.model_size(int8) < cu.export.model_size(path)
     int8_logits = cu.export.run_session(cu.export.load_session(int8, threads=1), ids.numpy())

@@ -415,7 +415,7 @@ def test_generate_refuses_a_prompt_outside_the_vocabulary(gpt):
                                              ({"prompt": ""}, "prompt is empty")])
 def test_latency_per_token_refuses_empty_work(gpt, settings, words):
     with pytest.raises(ValueError, match=words):
-        cu.language.models.latency_per_token(gpt, **{"n_tokens": 2, "repeats": 1, **settings})
+        cu.export.latency_per_token(gpt, **{"n_tokens": 2, "repeats": 1, **settings})
 
 
 def test_bits_per_char_refuses_ids_outside_the_vocabulary(gpt):

@@ -202,13 +202,13 @@ def test_end_to_end_pipeline_quick(tmp_path):
     assert export.model_size(int8) < 100 * 1024
     accuracy = export.onnx_accuracy(int8, test_set.signals, test_set.labels)
     assert 0.0 <= accuracy <= 1.0
-    ram = vibration.models.session_peak_ram_mb(str(int8), (1, 1, 2048), runs=2)
+    ram = export.session_peak_ram_mb(str(int8), (1, 1, 2048), runs=2)
     assert ram["process_peak_mb"] >= ram["baseline_mb"] > 0 and ram["session_mb"] >= 0
     with pytest.raises(export.OnnxFileError, match="does not exist"):  # refused before a subprocess starts
-        vibration.models.session_peak_ram_mb(str(tmp_path / "missing.onnx"), (1, 1, 2048))
+        export.session_peak_ram_mb(str(tmp_path / "missing.onnx"), (1, 1, 2048))
     (tmp_path / "corrupt.onnx").write_bytes(b"not an onnx model")
     with pytest.raises(RuntimeError, match="memory probe failed"):
-        vibration.models.session_peak_ram_mb(str(tmp_path / "corrupt.onnx"), (1, 1, 2048))
+        export.session_peak_ram_mb(str(tmp_path / "corrupt.onnx"), (1, 1, 2048))
 
 
 def test_onnx_size_breakdown_separates_the_fixed_front_end_from_learned_weights(tmp_path):
@@ -216,10 +216,10 @@ def test_onnx_size_breakdown_separates_the_fixed_front_end_from_learned_weights(
     signals = vibration.make_dataset(4, seed=0).signals
     student = vibration.create("vib-student", seed=0).eval()
     fp32 = export.export_onnx(student, tmp_path / "student.onnx", signals[:2])
-    int8 = vibration.models.quantize_after_front_end(fp32, tmp_path / "student_int8.onnx", signals)
+    int8 = export.quantize_after_front_end(fp32, tmp_path / "student_int8.onnx", signals)
     basis_and_taps = (127 * 128 + 31) * 4
     assert sum(b.numel() * b.element_size() for b in student.frontend.buffers()) == basis_and_taps
-    sizes = {path: vibration.models.onnx_size_breakdown(path) for path in (fp32, int8)}
+    sizes = {path: export.onnx_size_breakdown(path) for path in (fp32, int8)}
     for path, size in sizes.items():
         assert size["file_bytes"] == export.model_size(path)
         assert size["front_end_bytes"] + size["learned_bytes"] + size["graph_bytes"] == size["file_bytes"]
@@ -231,4 +231,4 @@ def test_onnx_size_breakdown_separates_the_fixed_front_end_from_learned_weights(
     assert sizes[int8]["learned_bytes"] < 0.4 * sizes[fp32]["learned_bytes"]  # INT8 weights: about a quarter
     assert sizes[int8]["front_end_bytes"] == sizes[fp32]["front_end_bytes"]  # the front end stays FP32
     with pytest.raises(FileNotFoundError, match="export the model"):
-        vibration.models.onnx_size_breakdown(tmp_path / "missing.onnx")
+        export.onnx_size_breakdown(tmp_path / "missing.onnx")

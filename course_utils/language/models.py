@@ -336,39 +336,6 @@ def ladder_cells(ladder: dict) -> dict[tuple[str, str], dict[str, object]]:
         for row in ladder["rows"]}
 
 
-# --- edge export helpers (ONNX) ---------------------------------------------------------------------------------------
-
-class OnnxLM(nn.Module):
-    """An onnxruntime session that looks like a :class:`GPT` (``.cfg``, ``forward(idx) -> logits``), so that
-    :func:`generate`, :func:`bits_per_char` and :func:`addition_accuracy` measure the exported file unchanged."""
-
-    def __init__(self, session, cfg: GPTConfig):
-        super().__init__()
-        self.session, self.cfg = session, cfg
-        self.input_name = session.get_inputs()[0].name
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        check_ids(idx, self.cfg.vocab_size)
-        return torch.from_numpy(self.session.run(None, {self.input_name: idx.numpy().astype("int64")})[0])
-
-
-def latency_per_token(model: nn.Module, prompt: str = "## ", n_tokens: int = 32, repeats: int = 3) -> float:
-    """Median milliseconds per generated token: batch 1, greedy, no key/value cache (each token reruns the context)."""
-    import time
-
-    if not prompt:
-        raise ValueError("prompt is empty: generation needs at least one character to start from, e.g. '## '.")
-    n_tokens = validate.integer(n_tokens, "n_tokens", minimum=1)
-    repeats = validate.integer(repeats, "repeats", minimum=1)
-    prompt_ids = text.encode(prompt)[None, :]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        generate(model, prompt_ids, n_tokens, temperature=0)
-        times.append((time.perf_counter() - start) / n_tokens * 1000)
-    return sorted(times)[len(times) // 2]
-
-
 def transfer_windows(transfer: dict[str, torch.Tensor], n: int, block_size: int, addition_fraction: float,
                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` training windows ``(x, y)`` from the teacher's transfer set, a share ``addition_fraction`` of them additions."""
