@@ -12,23 +12,19 @@ from . import (
     evaluate,
     exercises,
     export,
-    feature_kd,
     hooks,
+    images,
     language,
     losses,
-    models,
     plotting,
-    recipes,
     report,
     schedule,
     train,
-    transfer,
     validate,
     vibration,
     widgets,
 )
 
-__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "feature_kd", "hooks",
-           "language", "losses", "models", "plotting", "recipes", "report", "schedule", "train", "transfer", "validate",
-           "vibration", "widgets"]
+__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "hooks", "images", "language",
+           "losses", "plotting", "report", "schedule", "train", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checks, evaluate, export, language, losses, recipes, schedule, transfer, vibration
+from . import checks, evaluate, export, language, losses, schedule, vibration
 from .checks import CheckResult, Mistake
+from .images import recipes, transfer
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Plots shared by the notebooks (matplotlib; every function returns its figure)."""
+"""Plots shared by the notebooks (matplotlib; every function returns its figure).
+
+Domain-free: a plot that labels classes takes their ``class_names`` (e.g. ``cu.images.CLASS_NAMES`` or a data set's
+``.class_names``), and images are drawn as they are, each on its own grey scale (min to max), so normalised and
+raw pixels look the same.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from . import validate
-from .data import CLASS_NAMES, denormalise
 
 
 def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None,
-                class_names: Sequence[str] = CLASS_NAMES, columns: int = 8, titles: Sequence[str] | None = None,
+                class_names: Sequence[str] | None = None, columns: int = 8, titles: Sequence[str] | None = None,
                 size: float = 1.4) -> plt.Figure:
-    """A grid of normalised ``(N, 1, 28, 28)`` images with their class names (or ``titles``)."""
+    """A grid of ``(N, 1, H, W)`` grey images, titled by ``titles`` or by their labels' ``class_names`` (the label
+    numbers without names)."""
     validate.non_empty(images, "images")
     for given, name in ((labels, "labels"), (titles, "titles")):
         if given is not None:
@@ -27,11 +32,12 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | Non
         ax.axis("off")
         if i >= count:
             continue
-        ax.imshow(denormalise(images[i]).squeeze(0).cpu(), cmap="gray_r")
+        ax.imshow(images[i].squeeze(0).cpu(), cmap="gray_r")
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
         elif labels is not None:
-            ax.set_title(class_names[int(labels[i])], fontsize=8)
+            label = int(labels[i])
+            ax.set_title(class_names[label] if class_names is not None else str(label), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -50,7 +56,7 @@ def plot_history(histories: Mapping[str, object], metric: str = "val_accuracy") 
     return fig
 
 
-def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
+def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str], title: str = "") -> plt.Figure:
     """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
         raise ValueError(f"the confusion matrix {tuple(matrix.shape)} must be square with one row per class name "
@@ -72,7 +78,7 @@ def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAME
     return fig
 
 
-def plot_distribution(probabilities: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES,
+def plot_distribution(probabilities: torch.Tensor, class_names: Sequence[str],
                       title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
     """A bar chart of one probability vector over the classes."""
     if probabilities.ndim != 1 or len(probabilities) != len(class_names):
@@ -237,7 +243,7 @@ def show_feature_maps(rows: Mapping[str, torch.Tensor], image: torch.Tensor | No
             ax.set_yticks([])
             k = c - (image is not None)
             if k < 0:
-                ax.imshow(denormalise(image).squeeze(0).cpu(), cmap="gray_r")
+                ax.imshow(image.squeeze(0).cpu(), cmap="gray_r")
                 ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
                 continue
             if k >= len(maps):
@@ -264,7 +270,7 @@ def show_attention_maps(images: torch.Tensor, maps: Mapping[str, torch.Tensor], 
     columns = 1 + len(maps)
     fig, axes = plt.subplots(count, columns, figsize=(columns * size, count * size + 0.4), squeeze=False)
     for i in range(count):
-        axes[i, 0].imshow(denormalise(images[i]).squeeze(0).cpu(), cmap="gray_r")
+        axes[i, 0].imshow(images[i].squeeze(0).cpu(), cmap="gray_r")
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
         for j, (name, batch) in enumerate(maps.items(), start=1):
@@ -312,13 +318,13 @@ def plot_method_comparison(accuracies: Mapping[str, Sequence[float]], teacher_ac
 
 # --- notebooks 01-02: soft targets and the distillation loss ---
 def plot_temperature_grid(images: torch.Tensor, distributions: Mapping[float, torch.Tensor], titles: Sequence[str],
-                          class_names: Sequence[str] = CLASS_NAMES) -> plt.Figure:
+                          class_names: Sequence[str]) -> plt.Figure:
     """One row per image: the image, then its distribution at each temperature (``{T: (N, C)}``)."""
     temperatures = list(distributions)
     fig, axes = plt.subplots(len(images), len(temperatures) + 1, squeeze=False,
                              figsize=(1.6 + 2.3 * len(temperatures), 1.9 * len(images)))
     for row in range(len(images)):
-        axes[row, 0].imshow(denormalise(images[row]).squeeze(0), cmap="gray_r")
+        axes[row, 0].imshow(images[row].squeeze(0).cpu(), cmap="gray_r")
         axes[row, 0].set_title(titles[row], fontsize=8)
         axes[row, 0].axis("off")
         for col, temperature in enumerate(temperatures, start=1):
@@ -351,7 +357,7 @@ def plot_entropy_vs_temperature(temperatures: Sequence[float], entropies: Sequen
     return fig
 
 
-def plot_class_similarity(matrix: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
+def plot_class_similarity(matrix: torch.Tensor, class_names: Sequence[str], title: str = "") -> plt.Figure:
     """A (C, C) matrix of averaged soft targets (row: true class); the diagonal is greyed out to show the rest."""
     off_diagonal = matrix.clone().double()
     off_diagonal.fill_diagonal_(float("nan"))
@@ -374,11 +380,11 @@ def plot_class_similarity(matrix: torch.Tensor, class_names: Sequence[str] = CLA
     return fig
 
 
-def plot_image_and_distribution(image: torch.Tensor, probabilities: torch.Tensor, reference: torch.Tensor | None = None,
-                                title: str = "", class_names: Sequence[str] = CLASS_NAMES) -> plt.Figure:
+def plot_image_and_distribution(image: torch.Tensor, probabilities: torch.Tensor, class_names: Sequence[str],
+                                reference: torch.Tensor | None = None, title: str = "") -> plt.Figure:
     """An image beside its class distribution (bars), with an optional ``reference`` distribution as outlines."""
     fig, (ax_image, ax_bars) = plt.subplots(1, 2, figsize=(8, 2.8), gridspec_kw={"width_ratios": [1, 3]})
-    ax_image.imshow(denormalise(image).squeeze(0), cmap="gray_r")
+    ax_image.imshow(image.squeeze(0).cpu(), cmap="gray_r")
     ax_image.axis("off")
     positions = range(len(class_names))
     ax_bars.bar(positions, probabilities, color="tab:blue", label="softened")
@@ -455,7 +461,7 @@ def plot_omitted_class(row: Mapping, title: str = "") -> plt.Figure:
     """Hinton's omitted-class experiment for one class: accuracy on that class (left) and overall (right).
 
     ``row`` holds ``soft`` and ``hard`` runs, each with per-seed lists ``class_accuracy_before`` /
-    ``_after`` and ``overall_accuracy_before`` / ``_after`` (as ``cu.recipes.omitted_class`` returns them,
+    ``_after`` and ``overall_accuracy_before`` / ``_after`` (as ``cu.images.recipes.omitted_class`` returns them,
     gathered over seeds). Dots are seeds, bars their mean.
     """
     bars = {"hard labels": row["hard"], "soft targets": row["soft"]}
@@ -671,7 +677,7 @@ def plot_pruning(rows: Sequence[Mapping], dense_accuracy: float | None = None, t
 
 
 # --- notebook 02b: transfer sets ---
-def plot_teacher_confidence(logits: Mapping[str, torch.Tensor], class_names: Sequence[str] = CLASS_NAMES,
+def plot_teacher_confidence(logits: Mapping[str, torch.Tensor], class_names: Sequence[str],
                             title: str = "") -> plt.Figure:
     """What the teacher says on each transfer set ``{name: teacher logits (N, C)}``.
 
@@ -770,8 +776,8 @@ def plot_budget_curves(steps: Sequence[int], arms: Mapping[str, Sequence[Sequenc
     return fig
 
 
-def plot_per_class_accuracy(per_class: Mapping[str, Sequence[Sequence[float]]], highlight: Sequence[int] = (),
-                            class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> plt.Figure:
+def plot_per_class_accuracy(per_class: Mapping[str, Sequence[Sequence[float]]], class_names: Sequence[str],
+                            highlight: Sequence[int] = (), title: str = "") -> plt.Figure:
     """Per-class test accuracy of several arms: ``{arm: per-seed lists of C accuracies}``; bars are seed means.
 
     ``highlight`` shades the classes a transfer set under-represents.

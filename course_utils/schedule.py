@@ -322,7 +322,7 @@ def steps_to_reach(history: train.History, target: float, steps_per_round: int) 
     return None
 
 
-# --- notebook 05: the course recipe as schedules, teachers v1 / v2, ensembles ---
+# --- notebook 05: the precomputed sweep, teachers v1 / v2, ensembles ---
 
 SWEEP_FILE = config.REPO_DIR / "results" / "schedule_sweep.json"
 SWEEP_COMMAND = "python -m course_utils.cli.schedule_sweep"
@@ -333,40 +333,6 @@ def load_sweep(path: str | Path | None = None) -> dict:
     from . import report
 
     return report.load_precomputed(path or SWEEP_FILE, SWEEP_COMMAND, "about 20 minutes on one CPU core")
-
-
-def flat_kd(total_steps: int, alpha: float | None = None, temperature: float | None = None,
-            lr: float | None = None) -> Schedule:
-    """One phase: the course's recipes (``cu.recipes.KD`` and ``TRAINING``'s lr, cosine to 0) for every step.
-
-    ``alpha = 0`` is the scratch student (cross-entropy on the labels only), on the same batches.
-    """
-    from . import recipes
-
-    return Schedule([{"name": "kd" if alpha != 0 else "scratch", "fraction": 1.0, "lr": lr or recipes.TRAINING["lr"],
-                      "lr_end": 0.0, "alpha": recipes.KD["alpha"] if alpha is None else alpha,
-                      "temperature": temperature or recipes.KD["temperature"]}], total_steps)
-
-
-def warmup_distill_finetune(total_steps: int, warmup: float = 0.2, finetune: float = 0.1, curriculum: bool = True,
-                            pool_start: float = 0.3, lr: float | None = None) -> Schedule:
-    """Three phases over ``total_steps``: a warmup on the labels (``alpha = 0``) while the learning rate ramps up
-    from a tenth of ``lr``, drawn easiest-first (``curriculum=True``, pacing from ``pool_start``) or at random;
-    distillation with the course recipe (``cu.recipes.KD``) as the rate decays to a fifth; a finetune on the labels
-    from there to 0. ``lr`` defaults to the course's (``cu.recipes.TRAINING``). A fraction of 0 drops its phase.
-    """
-    from . import recipes
-
-    lr = lr or recipes.TRAINING["lr"]
-    phases: list[dict[str, object]] = []
-    if warmup > 0:
-        phases.append({"name": "warmup", "fraction": warmup, "lr": lr / 10, "lr_end": lr, "alpha": 0.0,
-                       "order": "curriculum" if curriculum else "random", "pool_start": pool_start})
-    phases.append({"name": "distill", "fraction": 1.0 - warmup - finetune, "lr": lr,
-                   "lr_end": lr / 5 if finetune > 0 else 0.0, **dict(recipes.KD)})
-    if finetune > 0:
-        phases.append({"name": "finetune", "fraction": finetune, "lr": lr / 5, "lr_end": 0.0, "alpha": 0.0})
-    return Schedule(phases, total_steps)
 
 
 def phase_kd_step(schedule: Schedule) -> train.LossFn:

@@ -8,10 +8,10 @@ import course_utils as cu
 
 
 @pytest.fixture(scope="session")
-def test_split() -> cu.data.ImageSet:
-    return cu.data.load_fashion_mnist("test")
+def test_split() -> cu.images.ImageSet:
+    return cu.images.load_fashion_mnist("test")
 
 
 @pytest.fixture(scope="session")
-def small_train() -> cu.data.ImageSet:
-    return cu.data.load_fashion_mnist("train", subset=1000, seed=0)
+def small_train() -> cu.images.ImageSet:
+    return cu.images.load_fashion_mnist("train", subset=1000, seed=0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import course_utils as cu
-from course_utils.data import DataFileError
+from course_utils.images.data import DataFileError
 
 
 def test_test_split_shapes_and_normalisation(test_split):
@@ -27,17 +27,17 @@ def test_test_split_shapes_and_normalisation(test_split):
 
 
 def test_train_split_statistics_match_constants():
-    train = cu.data.load_fashion_mnist("train")
+    train = cu.images.load_fashion_mnist("train")
     assert len(train) == 60000
-    pixels = cu.data.denormalise(train.images)
-    assert pixels.mean().item() == pytest.approx(cu.data.MEAN, abs=1e-3)
-    assert pixels.std().item() == pytest.approx(cu.data.STD, abs=1e-3)
+    pixels = cu.images.data.denormalise(train.images)
+    assert pixels.mean().item() == pytest.approx(cu.images.data.MEAN, abs=1e-3)
+    assert pixels.std().item() == pytest.approx(cu.images.data.STD, abs=1e-3)
 
 
 def test_stratified_subset_keeps_class_balance_and_is_seeded():
-    a = cu.data.load_fashion_mnist("train", subset=2000, seed=1)
-    b = cu.data.load_fashion_mnist("train", subset=2000, seed=1)
-    c = cu.data.load_fashion_mnist("train", subset=2000, seed=2)
+    a = cu.images.load_fashion_mnist("train", subset=2000, seed=1)
+    b = cu.images.load_fashion_mnist("train", subset=2000, seed=1)
+    c = cu.images.load_fashion_mnist("train", subset=2000, seed=2)
     assert len(a) == 2000
     assert a.labels.bincount().tolist() == [200] * 10
     assert torch.equal(a.index, b.index)
@@ -54,30 +54,30 @@ def test_stratified_indices_with_uneven_classes():
 
 
 def test_split_is_disjoint_and_complete(small_train):
-    labelled, rest = cu.data.stratified_split(small_train, 200, seed=0)
+    labelled, rest = cu.images.data.stratified_split(small_train, 200, seed=0)
     assert len(labelled) == 200 and len(rest) == 800
     both = torch.cat([labelled.index, rest.index])
     assert both.unique().numel() == 1000
     assert set(both.tolist()) == set(small_train.index.tolist())
     # index still points into the full split: the images there are the same
-    full = cu.data.load_fashion_mnist("train")
+    full = cu.images.load_fashion_mnist("train")
     assert torch.equal(full.images[labelled.index], labelled.images)
 
 
 @pytest.mark.parametrize("size", [-1, 0, 60001])
 def test_bad_subset_sizes_raise(size):
     with pytest.raises(ValueError, match="subset size"):
-        cu.data.load_fashion_mnist("train", subset=size)
+        cu.images.load_fashion_mnist("train", subset=size)
 
 
 def test_fractional_subset_size_is_a_type_error():
     with pytest.raises(TypeError, match="subset size must be a whole number"):
-        cu.data.load_fashion_mnist("train", subset=2.5)
+        cu.images.load_fashion_mnist("train", subset=2.5)
 
 
 def test_unknown_split_raises():
     with pytest.raises(ValueError, match="split must be one of"):
-        cu.data.load_fashion_mnist("validation")
+        cu.images.load_fashion_mnist("validation")
 
 
 def test_make_loader_batches_and_seeded_order():
@@ -100,9 +100,9 @@ def _copy_shipped(tmp_path: Path) -> Path:
 
 def test_explicit_root_is_used_and_wrong_root_names_the_file(tmp_path):
     folder = _copy_shipped(tmp_path)
-    assert cu.data.find_data_dir(folder) == folder
+    assert cu.images.data.find_data_dir(folder) == folder
     with pytest.raises(DataFileError, match="train-images-idx3-ubyte.gz") as error:
-        cu.data.load_fashion_mnist("test", root=tmp_path / "nowhere")
+        cu.images.load_fashion_mnist("test", root=tmp_path / "nowhere")
     assert "does not exist" in str(error.value)
 
 
@@ -113,17 +113,17 @@ def test_corrupt_file_is_detected(tmp_path):
     raw[100] ^= 0xFF
     target.write_bytes(bytes(raw))
     with pytest.raises(DataFileError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
-        cu.data.load_fashion_mnist("test", root=folder)
+        cu.images.load_fashion_mnist("test", root=folder)
 
 
 def test_fallback_to_system_path_then_error_without_download(tmp_path, monkeypatch):
     folder = _copy_shipped(tmp_path)
     monkeypatch.setattr(cu.config, "DATASETS_DIR", tmp_path / "empty")
-    monkeypatch.setattr(cu.data, "SYSTEM_DIR", folder)
-    assert cu.data.find_data_dir() == folder
-    monkeypatch.setattr(cu.data, "SYSTEM_DIR", tmp_path / "also-empty")
+    monkeypatch.setattr(cu.images.data, "SYSTEM_DIR", folder)
+    assert cu.images.data.find_data_dir() == folder
+    monkeypatch.setattr(cu.images.data, "SYSTEM_DIR", tmp_path / "also-empty")
     with pytest.raises(DataFileError, match="download=True"):
-        cu.data.find_data_dir()
+        cu.images.data.find_data_dir()
 
 
 def _write_idx(path: Path, body: bytes, header: bytes) -> None:
@@ -134,16 +134,16 @@ def _write_idx(path: Path, body: bytes, header: bytes) -> None:
 def test_read_idx_rejects_bad_magic_truncation_and_non_gzip(tmp_path):
     good = tmp_path / "good.gz"
     _write_idx(good, bytes(range(6)), b"\x00\x00\x08\x02" + struct.pack(">2I", 2, 3))
-    assert cu.data.read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert cu.images.data.read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
     bad_magic = tmp_path / "magic.gz"
     _write_idx(bad_magic, bytes(6), b"\x00\x00\x0d\x02" + struct.pack(">2I", 2, 3))
     with pytest.raises(DataFileError, match="magic"):
-        cu.data.read_idx(bad_magic)
+        cu.images.data.read_idx(bad_magic)
     truncated = tmp_path / "short.gz"
     _write_idx(truncated, bytes(5), b"\x00\x00\x08\x02" + struct.pack(">2I", 2, 3))
     with pytest.raises(DataFileError, match="truncated"):
-        cu.data.read_idx(truncated)
+        cu.images.data.read_idx(truncated)
     plain = tmp_path / "plain.gz"
     plain.write_bytes(b"not gzip at all")
     with pytest.raises(DataFileError, match="gzip"):
-        cu.data.read_idx(plain)
+        cu.images.data.read_idx(plain)

@@ -12,7 +12,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from course_utils import export, models
+from course_utils import export
+from course_utils.images import models
 
 
 @pytest.fixture(scope="module")

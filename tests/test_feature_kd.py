@@ -1,4 +1,4 @@
-"""Notebook 03-04's students, regressors, multi-scale hints and the FitNets/AT runs of cu.feature_kd."""
+"""Notebook 03-04's students, regressors, multi-scale hints and the FitNets/AT runs of cu.images.feature_kd."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ import course_utils as cu
 # --- the feature-distillation students ---
 
 
-@pytest.mark.parametrize("name", [*cu.models.DEEP_STUDENTS, *cu.models.RESIDUAL_STUDENTS])
+@pytest.mark.parametrize("name", [*cu.images.models.DEEP_STUDENTS, *cu.images.models.RESIDUAL_STUDENTS])
 def test_feature_students_are_named_by_their_parameter_count(name):
-    model = cu.models.create(name, seed=0)
+    model = cu.images.create(name, seed=0)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     family = name.rsplit("-", 1)[0]
     assert name == f"{family}-{round(cu.evaluate.count_parameters(model) / 1000)}k"
 
 
 def test_feature_students_leave_the_course_family_alone():
-    assert list(cu.models.STUDENTS) == ["cnn-2k", "cnn-5k", "cnn-9k", "cnn-29k", "cnn-104k"]
-    assert cu.models.DEFAULT_STUDENT == "cnn-9k"
-    assert not set(cu.models.DEEP_STUDENTS) & set(cu.models.STUDENTS)
-    default = cu.models.create("cnn-9k")
+    assert list(cu.images.models.STUDENTS) == ["cnn-2k", "cnn-5k", "cnn-9k", "cnn-29k", "cnn-104k"]
+    assert cu.images.models.DEFAULT_STUDENT == "cnn-9k"
+    assert not set(cu.images.models.DEEP_STUDENTS) & set(cu.images.models.STUDENTS)
+    default = cu.images.create("cnn-9k")
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in default.modules()), "the default student keeps batch norm"
 
 
 def test_deep_student_is_deeper_and_thinner_than_the_teacher_without_batch_norm():
-    teacher = cu.models.create("teacher")
-    for name in cu.models.DEEP_STUDENTS:
-        deep = cu.models.create(name)
+    teacher = cu.images.create("resnet-teacher")
+    for name in cu.images.models.DEEP_STUDENTS:
+        deep = cu.images.create(name)
         convs = [m for m in deep.modules() if isinstance(m, torch.nn.Conv2d)]
         teacher_convs = [m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
         assert len(convs) > len(teacher_convs)
@@ -42,9 +42,9 @@ def test_deep_student_is_deeper_and_thinner_than_the_teacher_without_batch_norm(
 
 
 def test_residual_student_has_the_teachers_paths_and_resolutions():
-    teacher = cu.models.create("teacher")
-    for name in cu.models.RESIDUAL_STUDENTS:
-        student = cu.models.create(name)
+    teacher = cu.images.create("resnet-teacher")
+    for name in cu.images.models.RESIDUAL_STUDENTS:
+        student = cu.images.create(name)
         assert isinstance(student, type(teacher))
         assert cu.evaluate.count_parameters(student) < cu.evaluate.count_parameters(teacher) / 10
         x = torch.randn(2, 1, 28, 28)
@@ -56,7 +56,7 @@ def test_residual_student_has_the_teachers_paths_and_resolutions():
 
 def test_unknown_name_lists_the_new_students_too():
     with pytest.raises(KeyError, match="deep-cnn-33k"):
-        cu.models.create("deep-cnn-1k")
+        cu.images.create("deep-cnn-1k")
 
 
 # --- the spatial adapter (Resize / HintRegressor with teacher_size) ---
@@ -144,31 +144,31 @@ def test_multi_scale_hint_loss_checks_its_pairs():
         cu.losses.multi_scale_hint_loss([torch.randn(1, 2, 3, 3)], [torch.randn(1, 2, 3, 3)], [None], weights=[-1.0])
 
 
-# --- cu.feature_kd ---
+# --- cu.images.feature_kd ---
 
 
 def test_cache_features_matches_a_live_forward_and_restores_the_mode():
-    teacher = cu.models.create("teacher", seed=0).train()
+    teacher = cu.images.create("resnet-teacher", seed=0).train()
     images = torch.randn(7, 1, 28, 28)
-    cached = cu.feature_kd.cache_features(teacher, images, ["layer2", "layer3"], dtype=torch.float32, batch_size=3)
+    cached = cu.images.feature_kd.cache_features(teacher, images, ["layer2", "layer3"], dtype=torch.float32, batch_size=3)
     teacher.eval()
     with torch.no_grad(), cu.hooks.capture(teacher, ["layer2"]) as live:
         teacher(images)
     assert cached[0].shape == (7, 64, 14, 14) and cached[1].shape == (7, 128, 7, 7)
     assert torch.allclose(cached[0], live["layer2"], atol=1e-5)
     teacher.train()
-    cu.feature_kd.cache_features(teacher, images, ["layer2"])
+    cu.images.feature_kd.cache_features(teacher, images, ["layer2"])
     assert teacher.training
     with pytest.raises(ValueError, match="empty"):
-        cu.feature_kd.cache_features(teacher, images[:0], ["layer2"])
+        cu.images.feature_kd.cache_features(teacher, images[:0], ["layer2"])
 
 
 def test_run_until_stops_after_the_path_and_removes_its_hook():
-    student = cu.models.create("deep-cnn-33k", seed=0)
+    student = cu.images.create("deep-cnn-33k", seed=0)
     seen = []
     handle = student.head.register_forward_hook(lambda *args: seen.append("head"))
     with cu.hooks.capture(student, ["block2"]) as features:
-        cu.feature_kd.run_until(student, torch.randn(2, 1, 28, 28), "block2")
+        cu.images.feature_kd.run_until(student, torch.randn(2, 1, 28, 28), "block2")
     assert features["block2"].shape == (2, 16, 14, 14) and seen == []
     student(torch.randn(2, 1, 28, 28))  # the stop hook is gone: a full forward pass reaches the head
     assert seen == ["head"]
@@ -176,31 +176,31 @@ def test_run_until_stops_after_the_path_and_removes_its_hook():
 
 
 def test_hint_step_trains_only_the_guided_layers_and_the_regressor():
-    student = cu.models.create("deep-cnn-33k", seed=0)
+    student = cu.images.create("deep-cnn-33k", seed=0)
     regressor = cu.losses.HintRegressor(16, 64)
     batch = (torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), torch.randn(4, 10),
              torch.randn(4, 64, 14, 14).half())
-    loss = cu.feature_kd.hint_step(["block2"], [regressor])(student, batch)
+    loss = cu.images.feature_kd.hint_step(["block2"], [regressor])(student, batch)
     loss.backward()
     assert student.block1.conv1.weight.grad is not None and regressor.conv1.weight.grad is not None
     assert student.block3.conv1.weight.grad is None and student.head.weight.grad is None
 
 
 def test_train_fitnets_refuses_a_stage_without_steps(small_train):
-    student = cu.models.create("deep-cnn-33k", seed=0)
+    student = cu.images.create("deep-cnn-33k", seed=0)
     with pytest.raises(ValueError, match="hint_steps"):
-        cu.feature_kd.train_fitnets(student, small_train, small_train, torch.zeros(len(small_train), 10), [], ["block2"],
-                                    [], hint_steps=10, total_steps=10, seed=0)
+        cu.images.feature_kd.train_fitnets(student, small_train, small_train, torch.zeros(len(small_train), 10), [],
+                                           ["block2"], [], hint_steps=10, total_steps=10, seed=0)
 
 
 def test_at_step_adds_the_papers_term_to_kd():
     torch.manual_seed(0)
-    student = cu.models.create("resnet-20k", seed=0)
+    student = cu.images.create("resnet-20k", seed=0)
     images, labels, logits = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)), torch.randn(4, 10)
     maps = [F.normalize(torch.rand(4, 14 * 14), dim=1)]
     student.eval()  # batch norm in eval mode: two forward passes give the same outputs
-    with_at = cu.feature_kd.at_step(["layer2"], beta=1000.0)(student, (images, labels, logits, *maps))
-    without = cu.feature_kd.at_step([], beta=1000.0)(student, (images, labels, logits))
+    with_at = cu.images.feature_kd.at_step(["layer2"], beta=1000.0)(student, (images, labels, logits, *maps))
+    without = cu.images.feature_kd.at_step([], beta=1000.0)(student, (images, labels, logits))
     with cu.hooks.capture(student, ["layer2"]) as features:
         student(images)
     term = (cu.losses.attention_map(features["layer2"]) - maps[0]).pow(2).mean()
@@ -218,7 +218,7 @@ def test_feature_sweep_smoke_run_writes_every_arm(tmp_path):
     arms = result["default"]["arms"]
     assert list(arms) == ["scratch", "KD", "FitNets direct + KD", "AT + KD", "AT", "AT + KD (beta 100)", "AT (beta 100)"]
     assert all(len(arm["values"]) == 2 and 0.0 <= arm["mean"] <= 1.0 for arm in arms.values())
-    assert cu.feature_kd.load_sweep(out)["command"].startswith("python -m course_utils.cli.feature_sweep")
+    assert cu.images.feature_kd.load_sweep(out)["command"].startswith("python -m course_utils.cli.feature_sweep")
     with pytest.raises(SystemExit):
         feature_sweep.main(["--seeds", "1", "--out", str(out)])
 

@@ -14,7 +14,7 @@ def _hook_count(model: torch.nn.Module) -> int:
 
 @pytest.fixture
 def student() -> torch.nn.Module:
-    return cu.models.create("cnn-2k", seed=0).eval()
+    return cu.images.create("cnn-2k", seed=0).eval()
 
 
 def test_capture_returns_the_layer_outputs(student):
@@ -98,7 +98,7 @@ def test_bad_path_lists_the_valid_paths_and_registers_nothing(student):
 
 
 def test_resolve_and_module_paths():
-    teacher = cu.models.create("teacher", seed=0)
+    teacher = cu.images.create("resnet-teacher", seed=0)
     paths = cu.hooks.module_paths(teacher)
     assert {"stem", "layer1", "layer2", "layer3", "fc"} <= set(paths)
     assert "" not in paths

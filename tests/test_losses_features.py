@@ -151,7 +151,7 @@ def test_attention_errors():
 
 def test_capture_and_losses_together():
     """The course's pattern: hook the student (with gradients) and the teacher (under no_grad)."""
-    student, teacher = cu.models.create("cnn-2k", seed=0), cu.models.create("teacher", seed=0).eval()
+    student, teacher = cu.images.create("cnn-2k", seed=0), cu.images.create("resnet-teacher", seed=0).eval()
     adapter = cu.losses.HintAdapter(8, 64)
     images = torch.randn(2, 1, 28, 28)
     with torch.no_grad(), cu.hooks.capture(teacher, ["layer2"]) as teacher_features:

@@ -166,7 +166,7 @@ def test_low_label_step_never_reads_unlabelled_labels():
     images, teacher_logits = torch.randn(6, 4), torch.randn(6, 3)
     is_labelled = torch.tensor([True, True, False, False, False, False])
     labels = torch.tensor([0, 2, 99, -5, 7, 1000])  # garbage where unlabelled: an index error if they were read
-    step = cu.recipes.low_label_step(temperature=4.0)
+    step = cu.images.recipes.low_label_step(temperature=4.0)
     logits = model(images)
     expected = (cu.losses.kd_loss(logits, teacher_logits, None, 4.0, 1.0)
                 + F.cross_entropy(logits[:2], labels[:2]))
@@ -180,7 +180,7 @@ def test_soft_only_step_never_reads_labels():
     model = torch.nn.Linear(4, 3)
     images, teacher_logits = torch.randn(5, 4), torch.randn(5, 3)
     garbage = torch.tensor([99, -5, 7, 1000, 3])
-    loss = cu.recipes.soft_only_step(temperature=2.0)(model, (images, garbage, teacher_logits))
+    loss = cu.images.recipes.soft_only_step(temperature=2.0)(model, (images, garbage, teacher_logits))
     assert loss.item() == pytest.approx(cu.losses.kd_loss(model(images), teacher_logits, None, 2.0, 1.0).item(), rel=1e-6)
 
 

@@ -49,10 +49,10 @@ def test_experiments_are_gathered_in_notebook_order_and_rendered_with_verdicts(r
 
 
 def test_the_course_recipe_is_the_sweeps_best_cell():
-    sweep = cu.recipes.load_sweep()
+    sweep = cu.images.recipes.load_sweep()
     best = sweep["grid"]["best"]
-    assert {"temperature": best["temperature"], "alpha": best["alpha"]} == dict(cu.recipes.KD), (
-        "cu.recipes.KD must be the best cell of results/kd_sweep.json's grid: update the constant or rerun the sweep")
+    assert {"temperature": best["temperature"], "alpha": best["alpha"]} == dict(cu.images.recipes.KD), (
+        "cu.images.recipes.KD must be the best cell of results/kd_sweep.json's grid: update the constant or rerun the sweep")
     assert best["mean"] == max(cell["mean"] for cell in sweep["grid"]["cells"])
     assert len(best["values"]) >= 3
 

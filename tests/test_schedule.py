@@ -158,7 +158,7 @@ def test_train_with_schedule_uses_the_schedules_lr_and_steps():
         seen_steps.append(int(step))
         return nn.functional.cross_entropy(model(batch_images), batch_labels)
 
-    model = cu.models.create("cnn-2k", seed=0)
+    model = cu.images.create("cnn-2k", seed=0)
     history = cu.schedule.train_with_schedule(model, schedule, (images, labels), loss_fn, rounds=2, batch_size=16,
                                               val_data=(images, labels))
     assert seen_steps == list(range(8))
@@ -169,7 +169,7 @@ def test_train_with_schedule_uses_the_schedules_lr_and_steps():
 
 
 def test_cached_attention_maps_match_at_loss():
-    teacher, student = cu.models.create("teacher", seed=0).eval(), cu.models.create("cnn-2k", seed=1)
+    teacher, student = cu.images.create("resnet-teacher", seed=0).eval(), cu.images.create("cnn-2k", seed=1)
     images = torch.randn(6, 1, 28, 28)
     maps = cu.schedule.cache_attention_maps(teacher, images, ["layer1", "layer2", "layer3"], batch_size=4)
     assert [m.shape for m in maps] == [(6, 784), (6, 196), (6, 49)]

@@ -10,36 +10,37 @@ from course_utils.cli import schedule_sweep
 
 
 def test_flat_kd_is_the_course_recipe_for_every_step():
-    plan = cu.schedule.flat_kd(50)
+    plan = cu.images.recipes.flat_kd(50)
     assert plan.boundaries == [(0, 50)]
-    assert plan.value("alpha", 0) == cu.recipes.KD["alpha"] and plan.value("temperature", 49) == cu.recipes.KD["temperature"]
-    assert plan.lr(0) == pytest.approx(cu.recipes.TRAINING["lr"]) and plan.lr(49) < plan.lr(0) / 100
-    scratch = cu.schedule.flat_kd(50, alpha=0.0)
+    kd = cu.images.recipes.KD
+    assert plan.value("alpha", 0) == kd["alpha"] and plan.value("temperature", 49) == kd["temperature"]
+    assert plan.lr(0) == pytest.approx(cu.images.recipes.TRAINING["lr"]) and plan.lr(49) < plan.lr(0) / 100
+    scratch = cu.images.recipes.flat_kd(50, alpha=0.0)
     assert scratch.value("alpha", 10) == 0.0 and scratch.phases[0].name == "scratch"
 
 
 def test_warmup_distill_finetune_phases():
-    plan = cu.schedule.warmup_distill_finetune(100)
+    plan = cu.images.recipes.warmup_distill_finetune(100)
     assert [p.name for p in plan.phases] == ["warmup", "distill", "finetune"]
     assert plan.boundaries == [(0, 20), (20, 90), (90, 100)]
-    lr = cu.recipes.TRAINING["lr"]
+    lr = cu.images.recipes.TRAINING["lr"]
     assert plan.lr(0) == pytest.approx(lr / 10) and plan.lr(20) == pytest.approx(lr)
-    assert plan.value("alpha", 5) == 0.0 and plan.value("alpha", 50) == cu.recipes.KD["alpha"]
+    assert plan.value("alpha", 5) == 0.0 and plan.value("alpha", 50) == cu.images.recipes.KD["alpha"]
     assert plan.value("alpha", 95) == 0.0 and plan.phases[0].order == "curriculum"
-    assert cu.schedule.warmup_distill_finetune(100, curriculum=False).phases[0].order == "random"
-    assert [p.name for p in cu.schedule.warmup_distill_finetune(100, warmup=0.0, finetune=0.0).phases] == ["distill"]
+    assert cu.images.recipes.warmup_distill_finetune(100, curriculum=False).phases[0].order == "random"
+    assert [p.name for p in cu.images.recipes.warmup_distill_finetune(100, warmup=0.0, finetune=0.0).phases] == ["distill"]
 
 
 def test_phase_kd_step_switches_the_loss_with_the_phase():
     torch.manual_seed(0)
-    plan = cu.schedule.warmup_distill_finetune(10)
-    model = cu.models.create("cnn-2k", seed=0).eval()
+    plan = cu.images.recipes.warmup_distill_finetune(10)
+    model = cu.images.create("cnn-2k", seed=0).eval()
     images, labels, logits = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)), torch.randn(4, 10)
     loss = cu.schedule.phase_kd_step(plan)
     warmup = loss(model, (images, labels, logits, torch.tensor(0)))
     distill = loss(model, (images, labels, logits, torch.tensor(5)))
     assert warmup.item() == pytest.approx(torch.nn.functional.cross_entropy(model(images), labels).item(), rel=1e-5)
-    expected = cu.losses.kd_loss(model(images), logits, labels, **cu.recipes.KD)
+    expected = cu.losses.kd_loss(model(images), logits, labels, **cu.images.recipes.KD)
     assert distill.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -75,7 +76,7 @@ def test_ensemble_logits_average_and_check_shapes():
 
 
 def test_schedule_sweep_arms_share_budget_and_batches(small_train, test_split):
-    logits = cu.models.load_teacher_logits("train")[small_train.index]
+    logits = cu.images.models.load_teacher_logits("train")[small_train.index]
     assert [schedule_sweep.arm_schedule(arm, 40).total_steps for arm in schedule_sweep.ARMS] == [40] * 4
     with pytest.raises(KeyError, match="unknown arm"):
         schedule_sweep.arm_schedule("cosine", 40)
@@ -88,6 +89,6 @@ def test_schedule_sweep_smoke_run(tmp_path):
     result = schedule_sweep.main(["--seeds", "2", "--train-subset", "300", "--budgets", "10", "--out", str(out)])
     assert [row["steps"] for row in result["rows"]] == [10]
     assert all(len(result["rows"][0][arm]["values"]) == 2 for arm in schedule_sweep.ARMS)
-    assert cu.schedule.load_sweep(out)["kd"] == dict(cu.recipes.KD)
+    assert cu.schedule.load_sweep(out)["kd"] == dict(cu.images.recipes.KD)
     with pytest.raises(FileNotFoundError, match="schedule_sweep"):
         cu.schedule.load_sweep(tmp_path / "missing.json")

@@ -11,7 +11,7 @@ import course_utils as cu
 
 
 def test_training_lowers_the_loss(small_train):
-    model = cu.models.create("cnn-9k", seed=0)
+    model = cu.images.create("cnn-9k", seed=0)
     images, labels = small_train.images[:256], small_train.labels[:256]
     before = torch.nn.functional.cross_entropy(model(images), labels).item()
     cu.train.fit(model, cu.data.make_loader(images, labels, batch_size=64), epochs=5, lr=1e-2,
@@ -22,7 +22,7 @@ def test_training_lowers_the_loss(small_train):
 
 
 def _run(seed: int, small_train):
-    model = cu.models.create("cnn-2k", seed=seed)
+    model = cu.images.create("cnn-2k", seed=seed)
     history = cu.train.fit(model, small_train.loader(batch_size=100, seed=seed), epochs=1, seed=seed,
                            val_data=(small_train.images[:200], small_train.labels[:200]), progress=False)
     return model, history
@@ -44,7 +44,7 @@ def test_cosine_schedule_and_custom_loss_are_used(small_train):
         seen.append(len(batch))
         return cu.train.cross_entropy_step(model, batch)
 
-    model = cu.models.create("cnn-2k", seed=0)
+    model = cu.images.create("cnn-2k", seed=0)
     loader = small_train.loader(batch_size=250, extra=(torch.zeros(len(small_train), 10),))
     history = cu.train.fit(model, loader, epochs=2, lr=1.0, loss_fn=loss_fn, progress=False)
     assert seen == [3] * 8  # images, labels, extra tensor; 4 steps per epoch
@@ -53,7 +53,7 @@ def test_cosine_schedule_and_custom_loss_are_used(small_train):
 
 
 def test_fit_rejects_bad_arguments(small_train):
-    model = cu.models.create("cnn-2k")
+    model = cu.images.create("cnn-2k")
     with pytest.raises(ValueError, match="epochs"):
         cu.train.fit(model, small_train.loader(), epochs=0, progress=False)
     with pytest.raises(ValueError, match="lr_schedule"):

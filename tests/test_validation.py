@@ -558,12 +558,12 @@ def test_load_precomputed_names_an_invalid_json_file(tmp_path):
 
 def test_plot_confusion_refuses_a_matrix_that_does_not_fit_the_class_names():
     with pytest.raises(ValueError, match=r"confusion matrix \(7, 7\) must be square with one row per class name \(10"):
-        cu.plotting.plot_confusion(torch.zeros(7, 7, dtype=torch.long))  # the vibration classes with image names
+        cu.plotting.plot_confusion(torch.zeros(7, 7, dtype=torch.long), cu.images.CLASS_NAMES)  # 7 classes, 10 names
 
 
 def test_plot_distribution_refuses_logits():
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*not the logits"):
-        cu.plotting.plot_distribution(logits(10) * 5)
+        cu.plotting.plot_distribution(logits(10) * 5, cu.images.CLASS_NAMES)
 
 
 def test_show_images_refuses_labels_that_do_not_pair_up():

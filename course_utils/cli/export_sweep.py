@@ -9,12 +9,13 @@ where post-training quantization hurts, and pruning during distillation.
 A cut run (fewer images, epochs, students, sparsities or steps) says why in ``--note "..."``, kept in the JSON.
 
 Sections:
-- ``students``: every student of ``cu.models.STUDENTS`` distilled with the course recipes (``cu.recipes.TRAINING``,
-  ``cu.recipes.KD``) on the teacher's own training data, all 60,000 images, for ``--epochs`` epochs (notebook 02's
-  capacity sweep uses 10,000 images for 4 epochs, which handicaps students against a teacher trained on 60,000 for 10).
-  Per seed: the test accuracy after every epoch, the FP32 ONNX accuracy, and post-training quantization (PTQ) to
-  INT8 per channel and to 4-bit weights (per channel and per tensor), with the files' sizes. Against the teacher:
-  the size ratio and the points lost, for the seeds' claim "ten times smaller, 1-2 % lost".
+- ``students``: every student of ``cu.images.models.STUDENTS`` distilled with the course recipes
+  (``cu.images.recipes.TRAINING``, ``cu.images.recipes.KD``) on the teacher's own training data, all 60,000 images,
+  for ``--epochs`` epochs (notebook 02's capacity sweep uses 10,000 images for 4 epochs, which handicaps students
+  against a teacher trained on 60,000 for 10). Per seed: the test accuracy after every epoch, the FP32 ONNX accuracy,
+  and post-training quantization (PTQ) to INT8 per channel and to 4-bit weights (per channel and per tensor), with the
+  files' sizes. Against the teacher: the size ratio and the points lost, for the seeds' claim "ten times smaller,
+  1-2 % lost".
 - ``qat``: on ``--qat-student`` (the smallest), 4-bit per-tensor weights, where PTQ loses clearly. From each seed's
   distilled student (batch norm folded): PTQ alone; ``--steps`` of KD fine-tuning in FP32, then PTQ (the control:
   extra training alone); the same steps with fake quantization and the teacher's soft targets (quantization-aware
@@ -43,7 +44,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import config, data, evaluate, export, models, recipes, report, train
+from .. import config, evaluate, export, report, train
+from ..images import data, models, recipes
 
 SWEEP_FILE = export.SWEEP_FILE
 COMMAND = export.SWEEP_COMMAND

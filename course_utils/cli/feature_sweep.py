@@ -7,13 +7,13 @@
     python -m course_utils.cli.feature_sweep --merge a.json b.json                                # then merged
 
 Sections (every arm of a section trains the same student on the same images for the same number of steps):
-- ``deep``: the deep-thin student (``cu.models.DEEP_STUDENTS``, FitNets' regime): scratch, KD, and FitNets'
-  stage-1 hints + KD for every layer mapping of ``cu.feature_kd.MAPPINGS``; plus the same student *with* batch
+- ``deep``: the deep-thin student (``cu.images.models.DEEP_STUDENTS``, FitNets' regime): scratch, KD, and FitNets'
+  stage-1 hints + KD for every layer mapping of ``cu.images.feature_kd.MAPPINGS``; plus the same student *with* batch
   norm from scratch (the control: is the student hard to train because it is deep and thin, or because it has
   no normalisation?).
 - ``default``: the course's default student (a plain CNN with batch norm): scratch, KD, FitNets direct + KD,
   and attention transfer on its three blocks, + KD and + cross-entropy, for each weight of ``--betas``.
-- ``residual``: the thin residual student of the teacher's family (``cu.models.RESIDUAL_STUDENTS``): scratch, KD,
+- ``residual``: the thin residual student of the teacher's family (``cu.images.models.RESIDUAL_STUDENTS``): scratch, KD,
   attention transfer on three stages, + KD and + cross-entropy, for each weight of ``--betas``.
 
 Budget and data as in the notebooks: a stratified subset of the training split (seed 0), the course's training
@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from .. import data, evaluate, feature_kd, models, recipes, report, schedule, train
+from .. import evaluate, report, schedule, train
+from ..images import data, feature_kd, models, recipes
 
 SWEEP_FILE, COMMAND = feature_kd.SWEEP_FILE, feature_kd.SWEEP_COMMAND
 SECTIONS = ("deep", "default", "residual")

@@ -3,19 +3,19 @@
     python -m course_utils.cli.kd_sweep                      # writes results/kd_sweep.json (about 1.5 h on one core)
     python -m course_utils.cli.kd_sweep --seeds 1 --grid-epochs 1 --epochs 1 --omit-classes 9 --out /tmp/sweep.json  # smoke
     python -m course_utils.cli.kd_sweep --sections grid --out a.json           # parts in parallel, one per core,
-    python -m course_utils.cli.kd_sweep --sections capacity omitted --out b.json   # (capacity and omitted use cu.recipes.KD)
+    python -m course_utils.cli.kd_sweep --sections capacity omitted --out b.json   # (both use cu.images.recipes.KD)
     python -m course_utils.cli.kd_sweep --merge a.json b.json                  # then merged into results/kd_sweep.json
 
 Sections:
 - ``grid``: the temperature x alpha grid in the few-label regime (2,000 labels, 30 epochs, the default
   student), next to scratch and the PyTorch tutorial's recipe. Its best cell is the course recipe,
-  ``cu.recipes.KD`` (a test checks that they agree).
+  ``cu.images.recipes.KD`` (a test checks that they agree).
 - ``capacity``: every student and logistic regression on notebook 02's full-label budget (10,000 images,
   4 epochs), scratch against the course recipe: the floor each student must beat.
 - ``omitted``: Hinton et al.'s omitted-class experiment for every class (soft targets against hard labels,
   with the bias shift chosen on a validation split), for notebook 02's class picker.
 
-Every run trains a student with the course's training recipe (``cu.recipes.TRAINING``) on cached teacher
+Every run trains a student with the course's training recipe (``cu.images.recipes.TRAINING``) on cached teacher
 logits (no augmentation, so the cache is exact) and reports its last-epoch test accuracy. Seeds are 100,
 101, ... (not the notebook's live seeds 0, 1, 2, so a live re-run is a fresh estimate). The JSON records
 seeds, epochs, subset sizes, machine and wall time next to the results; the notebook only reads it.
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from .. import data, evaluate, models, recipes, report, train, validate
+from .. import evaluate, report, train, validate
+from ..images import data, models, recipes
 
 SWEEP_FILE, COMMAND = recipes.SWEEP_FILE, recipes.SWEEP_COMMAND
 PEER_RECIPE = {"temperature": 2.0, "alpha": 0.25}  # PyTorch's KD tutorial: T = 2, soft weight 0.25, CE weight 0.75

@@ -5,7 +5,7 @@
 
 For every budget (optimizer steps of batch 64) and seed, four arms train the default student on the same
 images, on batches drawn by the same seeded stream: scratch (cross-entropy), flat KD with the course recipe
-(``cu.recipes.KD``, cosine learning rate), and ``cu.schedule.warmup_distill_finetune`` with its warmup drawn
+(``cu.images.recipes.KD``, cosine learning rate), and ``cu.images.recipes.warmup_distill_finetune`` with its warmup drawn
 easiest-first by the teacher's confidence (the curriculum) or at random. Teacher logits are cached (no
 augmentation). The last step's test accuracy on the full test split; seeds 100, 101, ... (the notebook's live
 seeds are 0, 1, 2). Curricula are reported to help mainly when the budget is short (Wu, Dyer and Neyshabur 2021,
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .. import data, evaluate, models, recipes, report, schedule
+from .. import evaluate, report, schedule
+from ..images import data, models, recipes
 
 SWEEP_FILE, COMMAND = schedule.SWEEP_FILE, schedule.SWEEP_COMMAND
 ARMS = ("scratch", "flat KD", "3-phase, curriculum", "3-phase, random order")
@@ -30,11 +31,11 @@ ARMS = ("scratch", "flat KD", "3-phase, curriculum", "3-phase, random order")
 def arm_schedule(arm: str, total_steps: int) -> schedule.Schedule:
     """The schedule of one of :data:`ARMS` over ``total_steps``."""
     if arm == "scratch":
-        return schedule.flat_kd(total_steps, alpha=0.0)
+        return recipes.flat_kd(total_steps, alpha=0.0)
     if arm == "flat KD":
-        return schedule.flat_kd(total_steps)
+        return recipes.flat_kd(total_steps)
     if arm in ("3-phase, curriculum", "3-phase, random order"):
-        return schedule.warmup_distill_finetune(total_steps, curriculum=arm.endswith("curriculum"))
+        return recipes.warmup_distill_finetune(total_steps, curriculum=arm.endswith("curriculum"))
     raise KeyError(f"unknown arm {arm!r}; choose one of {ARMS}.")
 
 

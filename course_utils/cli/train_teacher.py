@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import checkpoints, config, data, evaluate, models, report, train, validate
+from .. import checkpoints, config, evaluate, report, train, validate
+from ..images import data, models
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     train.set_seed(args.seed)
     device = config.device()
     train_set, test_set = data.load_fashion_mnist("train"), data.load_fashion_mnist("test")
-    model = models.create("teacher", seed=args.seed).to(device)
+    model = models.create(models.TEACHER_NAME, seed=args.seed).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     loader = train_set.loader(batch_size=args.batch_size, shuffle=True, seed=args.seed)
     total = args.epochs * len(loader)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     logits_path = args.out / "fashion_teacher_logits.pt"
     torch.save(logits, logits_path)
     card = {
-        "model": "teacher",
+        "model": models.TEACHER_NAME,
         "architecture": "ResNetTeacher(widths=(32, 64, 128), blocks=1)",
         "parameters": evaluate.count_parameters(model),
         "dataset": "Fashion-MNIST (train 60,000 / test 10,000)",

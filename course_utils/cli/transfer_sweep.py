@@ -6,10 +6,11 @@
         --sizes 100 300 --transfer-images 300 --views 2 --out /tmp/smoke.json   # a smoke run in a minute
     python -m course_utils.cli.transfer_sweep --sections quality --sets noise   # some arms only (those already made stay)
 
-Every arm trains the course's default student (``cu.models.DEFAULT_STUDENT``) with ``cu.recipes.TRAINING`` on the
-2,000 stratified labelled images of notebook 02 (``cu.data.stratified_split(full_train, 2000, seed=0)``) plus
-a transfer set, with :func:`cu.transfer.distil` (:func:`cu.transfer.transfer_kd_step` with the course recipe
-``cu.recipes.KD``: the teacher's soft targets on every image, cross-entropy on the labelled ones) for exactly
+Every arm trains the course's default student (``cu.images.models.DEFAULT_STUDENT``) with
+``cu.images.recipes.TRAINING`` on the 2,000 stratified labelled images of notebook 02
+(``cu.images.data.stratified_split(full_train, 2000, seed=0)``) plus a transfer set, with
+:func:`cu.images.transfer.distil` (:func:`cu.images.transfer.transfer_kd_step` with the course recipe
+``cu.images.recipes.KD``: the teacher's soft targets on every image, cross-entropy on the labelled ones) for exactly
 ``steps`` optimizer steps, and reports its last-step test accuracy and per-class accuracies.
 
 Sections:
@@ -39,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from .. import data, evaluate, models, recipes, report, train, transfer
+from .. import evaluate, report, train
+from ..images import data, models, recipes, transfer
 
 SWEEP_FILE, COMMAND, DATA_SEED = transfer.SWEEP_FILE, transfer.SWEEP_COMMAND, transfer.DATA_SEED
 SECTIONS = ("consistency", "quality", "bias", "size", "schedule")  # the order they run in

@@ -1,9 +1,9 @@
 """Feature distillation runs on images: a cache of the teacher's features, FitNets' two stages, attention transfer.
 
-    hints = cu.feature_kd.cache_features(teacher, train_set.images, ["layer2"])       # once, no augmentation
+    hints = cu.images.feature_kd.cache_features(teacher, train_set.images, ["layer2"])       # once, no augmentation
     regressors = [cu.losses.HintRegressor(16, 64)]
-    accuracy = cu.feature_kd.train_fitnets(student, train_set, test_set, teacher_logits, hints, ["block2"],
-                                           regressors, hint_steps=60, total_steps=252, seed=0)
+    accuracy = cu.images.feature_kd.train_fitnets(student, train_set, test_set, teacher_logits, hints, ["block2"],
+                                                  regressors, hint_steps=60, total_steps=252, seed=0)
 
 Notebooks 03 and 04 write the losses themselves and check them against :func:`hint_step` and :func:`at_step`;
 ``python -m course_utils.cli.feature_sweep`` runs the same functions over more seeds and settings.
@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, hooks, losses, recipes, report, train
+from .. import config, hooks, losses, report, train
+from . import recipes
+from .data import ImageSet
 
 SWEEP_FILE = config.REPO_DIR / "results" / "feature_sweep.json"
 SWEEP_COMMAND = "python -m course_utils.cli.feature_sweep"
@@ -40,7 +42,8 @@ class LayerMapping:
     description: str = ""
 
 
-# The layer-mapping strategies notebook 03 trains on the deep-thin student (paths of cu.models.Student and the teacher).
+# The layer-mapping strategies notebook 03 trains on the deep-thin student (paths of cu.images.models.Student and of
+# the teacher).
 MAPPINGS: dict[str, LayerMapping] = {
     "direct": LayerMapping((("block2", "layer2"),), description="block2 -> layer2: same depth, same 14 px (FitNets)"),
     "progressive width": LayerMapping((("block2", "layer2"),), steps=2,
@@ -145,7 +148,7 @@ def _deepest(model: nn.Module, paths: Sequence[str]) -> str:
     return max(paths, key=order.__getitem__)
 
 
-def train_fitnets(student: nn.Module, train_set: data.ImageSet, test_set: data.ImageSet, teacher_logits: torch.Tensor,
+def train_fitnets(student: nn.Module, train_set: ImageSet, test_set: ImageSet, teacher_logits: torch.Tensor,
                   teacher_hints: Sequence[torch.Tensor], guided_paths: Sequence[str], regressors: Sequence[nn.Module],
                   *, hint_steps: int, total_steps: int, seed: int, lr: float | None = None,
                   second_stage: train.LossFn | None = None) -> float:
@@ -153,7 +156,7 @@ def train_fitnets(student: nn.Module, train_set: data.ImageSet, test_set: data.I
 
     Stage 1 (``hint_steps``): the layers up to the deepest guided layer and the ``regressors`` learn to
     predict the teacher's hints (:func:`hint_step`). Stage 2 (the remaining steps): the whole student, KD with
-    the course recipe (``cu.recipes.kd_step()``; FitNets' own stage 2 is KD too), or ``second_stage``.
+    the course recipe (``cu.images.recipes.kd_step()``; FitNets' own stage 2 is KD too), or ``second_stage``.
     Both stages use the course's training recipe (AdamW, batch 64, a cosine per stage); ``lr`` overrides its rate.
     """
     if not 0 < hint_steps < total_steps:

@@ -1,4 +1,4 @@
-"""The course's models: a small ResNet teacher and a configurable CNN student family.
+"""The image lessons' models: a small ResNet teacher, a configurable CNN student family and the logistic-regression floor.
 
 Every layer a lesson hooks has a stable module path (``layer1``, ``block2.conv1``...), so
 features are captured with forward hooks (see ``cu.hooks``) and models never change shape
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints, config, validate
+from .. import checkpoints, config, validate
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -143,7 +143,8 @@ STUDENTS: dict[str, StudentConfig] = {
     "cnn-104k": StudentConfig((32, 64, 128)),
 }
 DEFAULT_STUDENT = "cnn-9k"  # the course's default image student (at most 10k parameters)
-TEACHERS: dict[str, dict] = {"teacher": {"widths": (32, 64, 128), "blocks": 1}}
+TEACHER_NAME = "resnet-teacher"  # the shipped teacher's model name (unique across the course's domains)
+TEACHERS: dict[str, dict] = {TEACHER_NAME: {"widths": (32, 64, 128), "blocks": 1}}
 # Students of the feature-distillation lessons, named like STUDENTS: <family>-<parameters in thousands>k.
 # deep-cnn: FitNets' regime (Romero et al. 2015), deeper than the teacher (3 convs per block, 9 in all, against the
 # teacher's 7) and 4x thinner, a plain conv + ReLU stack without batch norm as in 2015: it trains poorly from scratch.
@@ -151,7 +152,7 @@ DEEP_STUDENTS: dict[str, StudentConfig] = {"deep-cnn-33k": StudentConfig((8, 16,
 # resnet: the teacher's own family, 4x thinner (attention transfer is between residual networks of one family,
 # Zagoruyko and Komodakis 2017). Hookable paths as the teacher's: stem, layer1 (28 px), layer2 (14), layer3 (7), fc.
 RESIDUAL_STUDENTS: dict[str, dict] = {"resnet-20k": {"widths": (8, 16, 32), "blocks": 1}}
-BASELINES = ("logreg",)  # the floor every student must beat on the same budget
+BASELINES: dict[str, dict] = {"logreg": {"num_classes": 10}}  # the floor every student must beat on the same budget
 
 
 def logistic_regression(num_classes: int = 10) -> nn.Sequential:
@@ -162,27 +163,30 @@ def logistic_regression(num_classes: int = 10) -> nn.Sequential:
     return nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(28 * 28, num_classes)))
 
 
-def create(name: str, seed: int | None = None) -> nn.Module:
-    """Build a fresh (untrained) model by name: ``"teacher"``, one of :data:`STUDENTS`, :data:`DEEP_STUDENTS`,
-    :data:`RESIDUAL_STUDENTS`, or ``"logreg"``.
+# Every model create() builds, name -> config: a StudentConfig, or the keyword arguments of ResNetTeacher (teacher,
+# residual students) or of logistic_regression (baseline). The family dicts above group the same names for the lessons.
+CONFIGS: dict[str, StudentConfig | dict] = {**TEACHERS, **STUDENTS, **DEEP_STUDENTS, **RESIDUAL_STUDENTS, **BASELINES}
 
-    With ``seed`` the initial weights are reproducible.
+
+def create(name: str, seed: int | None = None) -> nn.Module:
+    """Build a fresh (untrained) model by its name in :data:`CONFIGS`: ``"resnet-teacher"``, one of
+    :data:`STUDENTS`, :data:`DEEP_STUDENTS`, :data:`RESIDUAL_STUDENTS`, or ``"logreg"``.
+
+    With ``seed`` the initial weights are reproducible. An unknown name raises
+    :class:`cu.checkpoints.UnknownModelError` (a ``KeyError``) listing the known ones.
     """
+    if name not in CONFIGS:
+        raise checkpoints.UnknownModelError(f"unknown image model name {name!r}; choose one of {list(CONFIGS)}, or build "
+                                            "cu.images.models.Student(StudentConfig(widths=..., depth=...)) for another "
+                                            "shape.")
     if seed is not None:
         torch.manual_seed(seed)
-    if name in TEACHERS:
-        return ResNetTeacher(**TEACHERS[name])
-    if name in RESIDUAL_STUDENTS:
-        return ResNetTeacher(**RESIDUAL_STUDENTS[name])
-    if name in STUDENTS:
-        return Student(STUDENTS[name])
-    if name in DEEP_STUDENTS:
-        return Student(DEEP_STUDENTS[name])
-    if name == "logreg":
-        return logistic_regression()
-    names = sorted(TEACHERS) + list(STUDENTS) + list(DEEP_STUDENTS) + list(RESIDUAL_STUDENTS) + list(BASELINES)
-    raise checkpoints.UnknownModelError(f"unknown model name {name!r}; choose one of {names}, "
-                   "or build Student(StudentConfig(widths=..., depth=...)) for another shape.")
+    model_config = CONFIGS[name]
+    if isinstance(model_config, StudentConfig):
+        return Student(model_config)
+    if name in BASELINES:
+        return logistic_regression(**model_config)
+    return ResNetTeacher(**model_config)
 
 
 TEACHER_CARD = "fashion_teacher.json"

@@ -1,9 +1,10 @@
 """Transfer sets: the images a student is distilled on, how to build them, and how to train on them.
 
-    views, source = cu.transfer.augmented_views(labelled.images, cu.transfer.augmentation(), views_per_image=4, seed=0)
+    views, source = cu.images.transfer.augmented_views(labelled.images, cu.images.transfer.augmentation(),
+                                                       views_per_image=4, seed=0)
     consistent_logits = cu.evaluate.predict_logits(teacher, views)   # the teacher sees the student's view
     fixed_logits = labelled_logits[source]                            # the teacher saw the un-augmented image
-    student = cu.transfer.distil(student, labelled, labelled_logits, views, consistent_logits, steps=2000, seed=0)
+    student = cu.images.transfer.distil(student, labelled, labelled_logits, views, consistent_logits, steps=2000, seed=0)
 
 A transfer set is any set of images the teacher labels softly (Hinton et al. 2015, section 2; Buciluǎ et al.
 2006 built theirs synthetically). Notebook 02b compares real unlabelled images, synthetic blends of the
@@ -12,7 +13,7 @@ out-of-domain images (noise, shuffled pixels) and augmented views with the teach
 view ("consistent") or on the original image ("fixed teacher"), after Beyer et al. (2022), "Knowledge
 distillation: A good teacher is patient and consistent".
 
-Images here are normalised ``(N, 1, 28, 28)`` tensors as :func:`cu.data.normalise` makes them; every
+Images here are normalised ``(N, 1, 28, 28)`` tensors as :func:`cu.images.data.normalise` makes them; every
 random draw is seeded, so a transfer set is the same on every run.
 """
 
@@ -25,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, data, losses, recipes, report, train
+from .. import config, data, losses, report, train
+from . import recipes
+from .data import MEAN, STD, ImageSet, denormalise
 
 ImageTransform = Callable[..., torch.Tensor]
 SWEEP_FILE = config.REPO_DIR / "results" / "transfer_sweep.json"
@@ -49,7 +52,7 @@ def sweep_arm(sweep: dict, key: str) -> dict:
 def _check_images(images: torch.Tensor, what: str = "images") -> None:
     if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
         raise ValueError(f"{what} must be normalised Fashion-MNIST images (N, 1, 28, 28), got shape "
-                         f"{tuple(images.shape)}; load them with cu.data.load_fashion_mnist.")
+                         f"{tuple(images.shape)}; load them with cu.images.load_fashion_mnist.")
     if not len(images):
         raise ValueError(f"{what} is empty: a transfer set needs at least one image.")
 
@@ -95,12 +98,12 @@ def augmented_views(images: torch.Tensor, transform: ImageTransform, views_per_i
     """
     _check_images(images)
     _check_count(views_per_image, "views_per_image")
-    pixels = data.denormalise(images)
+    pixels = denormalise(images)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         views = torch.stack([transform(pixels[i]) for i in range(len(images)) for _ in range(views_per_image)])
     source = torch.arange(len(images)).repeat_interleave(views_per_image)
-    return (views - data.MEAN) / data.STD, source
+    return (views - MEAN) / STD, source
 
 
 def mixed_images(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int,
@@ -133,7 +136,7 @@ def mixed_images(images: torch.Tensor, labels: torch.Tensor, count: int, seed: i
     return torch.cat(blends)[:count]
 
 
-def real_subset(rest: data.ImageSet, count: int, seed: int = DATA_SEED) -> data.ImageSet:
+def real_subset(rest: ImageSet, count: int, seed: int = DATA_SEED) -> ImageSet:
     """``count`` real images of the unlabelled rest in one seeded order, so a smaller set is part of a larger one.
 
     Their labels stay in the returned set for evaluation only; a transfer set is used through its images
@@ -153,8 +156,8 @@ def noise_images(count: int, seed: int) -> torch.Tensor:
     """
     _check_count(count)
     generator = torch.Generator().manual_seed(seed)
-    pixels = (data.MEAN + data.STD * torch.randn(count, 1, 28, 28, generator=generator)).clamp(0, 1)
-    return (pixels - data.MEAN) / data.STD
+    pixels = (MEAN + STD * torch.randn(count, 1, 28, 28, generator=generator)).clamp(0, 1)
+    return (pixels - MEAN) / STD
 
 
 def shuffled_pixels(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -236,11 +239,11 @@ def transfer_kd_step(temperature: float = recipes.KD["temperature"], alpha: floa
     return step
 
 
-def transfer_loader(labelled: data.ImageSet, labelled_logits: torch.Tensor, transfer_images: torch.Tensor | None,
+def transfer_loader(labelled: ImageSet, labelled_logits: torch.Tensor, transfer_images: torch.Tensor | None,
                     transfer_logits: torch.Tensor | None, seed: int) -> torch.utils.data.DataLoader:
     """Batches ``(images, labels, teacher_logits, is_labelled)`` over the labelled images plus a transfer set.
 
-    Like :func:`cu.recipes.low_label_loader`, but the transfer set is any images with their own teacher
+    Like :func:`cu.images.recipes.low_label_loader`, but the transfer set is any images with their own teacher
     logits (synthetic, augmented, out of domain), not only images of the training split. Its labels are 0
     and masked by ``is_labelled``, so no loss can read them.
     """
@@ -266,14 +269,14 @@ def transfer_loader(labelled: data.ImageSet, labelled_logits: torch.Tensor, tran
                             shuffle=True, seed=seed)
 
 
-def distil(model: nn.Module, labelled: data.ImageSet, labelled_logits: torch.Tensor,
+def distil(model: nn.Module, labelled: ImageSet, labelled_logits: torch.Tensor,
            transfer_images: torch.Tensor | None = None, transfer_logits: torch.Tensor | None = None, *,
            steps: int, seed: int, loss_fn: train.LossFn | None = None) -> nn.Module:
     """Train ``model`` for exactly ``steps`` optimizer steps on the labelled images plus a transfer set.
 
-    The loss defaults to :func:`transfer_kd_step` with the course recipe ``cu.recipes.KD``: ``alpha T^2 KL``
+    The loss defaults to :func:`transfer_kd_step` with the course recipe ``cu.images.recipes.KD``: ``alpha T^2 KL``
     on every image plus ``(1 - alpha)`` cross-entropy on the labelled ones; pass ``cu.train.cross_entropy_step``
-    (and no transfer set) for the scratch student. The optimiser and batch are ``cu.recipes.TRAINING``'s,
+    (and no transfer set) for the scratch student. The optimiser and batch are ``cu.images.recipes.TRAINING``'s,
     the learning rate follows a cosine over ``steps``, so every arm of a comparison has the same budget.
     Returns the trained model in eval mode.
     """

@@ -1,7 +1,8 @@
 """The image students' training and distillation recipes, and the one-call runs notebook 02 and its sweep share.
 
-    student = cu.models.create(cu.models.DEFAULT_STUDENT, seed=0)
-    accuracy = cu.recipes.train_student(student, train_set, test_set, loss_fn=cu.recipes.kd_step(), epochs=4, seed=0)
+    student = cu.images.create(cu.images.models.DEFAULT_STUDENT, seed=0)
+    accuracy = cu.images.recipes.train_student(student, train_set, test_set, loss_fn=cu.images.recipes.kd_step(),
+                                               epochs=4, seed=0)
 
 Two constants hold the recipes the course uses from notebook 02 on:
 
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, data, evaluate, losses, report, train
+from .. import config, data, evaluate, losses, report, schedule, train
+from .data import ImageSet
 
 SWEEP_FILE = config.REPO_DIR / "results" / "kd_sweep.json"
 SWEEP_COMMAND = "python -m course_utils.cli.kd_sweep"
@@ -80,7 +82,7 @@ def low_label_step(temperature: float = KD["temperature"]) -> train.LossFn:
     return step
 
 
-def train_student(model: nn.Module, train_set: data.ImageSet, test_set: data.ImageSet, *, epochs: int, seed: int,
+def train_student(model: nn.Module, train_set: ImageSet, test_set: ImageSet, *, epochs: int, seed: int,
                   loss_fn: train.LossFn = train.cross_entropy_step, teacher_logits: torch.Tensor | None = None,
                   max_steps: int | None = None, **fit_kwargs) -> float:
     """Train ``model`` with the course's :data:`TRAINING` recipe and return its test accuracy (last epoch).
@@ -95,14 +97,14 @@ def train_student(model: nn.Module, train_set: data.ImageSet, test_set: data.Ima
     return evaluate.accuracy(model, test_set.images, test_set.labels)
 
 
-def low_label_loader(labelled: data.ImageSet, transfer: data.ImageSet | None, train_logits: torch.Tensor,
+def low_label_loader(labelled: ImageSet, transfer: ImageSet | None, train_logits: torch.Tensor,
                      seed: int) -> torch.utils.data.DataLoader:
     """Batches ``(images, labels, teacher_logits, is_labelled)`` over the labelled images plus a transfer set.
 
     The transfer set's labels are replaced by 0 and masked by ``is_labelled``, so no loss can read them.
     ``train_logits`` are the teacher's logits on the full training split (sliced by each set's ``index``).
     """
-    pool = labelled if transfer is None else data.ImageSet(
+    pool = labelled if transfer is None else ImageSet(
         torch.cat([labelled.images, transfer.images]), torch.cat([labelled.labels, transfer.labels]),
         index=torch.cat([labelled.index, transfer.index]))
     is_labelled = torch.zeros(len(pool), dtype=torch.bool)
@@ -112,8 +114,8 @@ def low_label_loader(labelled: data.ImageSet, transfer: data.ImageSet | None, tr
                             batch_size=TRAINING["batch_size"], shuffle=True, seed=seed)
 
 
-def train_low_label(model: nn.Module, labelled: data.ImageSet, transfer: data.ImageSet | None,
-                    train_logits: torch.Tensor, test_set: data.ImageSet, *, steps: int, seed: int,
+def train_low_label(model: nn.Module, labelled: ImageSet, transfer: ImageSet | None,
+                    train_logits: torch.Tensor, test_set: ImageSet, *, steps: int, seed: int,
                     loss_fn: train.LossFn | None = None) -> float:
     """Train for exactly ``steps`` optimizer steps on the labelled images plus ``transfer``; return test accuracy.
 
@@ -150,8 +152,8 @@ def best_bias_shift(logits: torch.Tensor, labels: torch.Tensor, class_index: int
     return max(sorted(shifts), key=accuracy)
 
 
-def omitted_class_splits(full_train: data.ImageSet, transfer_images: int,
-                         validation_images: int = 5_000) -> tuple[data.ImageSet, data.ImageSet]:
+def omitted_class_splits(full_train: ImageSet, transfer_images: int,
+                         validation_images: int = 5_000) -> tuple[ImageSet, ImageSet]:
     """The omitted-class experiment's data: a validation split (stratified, seed 1) for choosing the bias
     shift, and a transfer set of ``transfer_images`` (seed 0) from the rest of the training split."""
     held_out = data.stratified_indices(full_train.labels, validation_images, seed=1)
@@ -162,7 +164,7 @@ def omitted_class_splits(full_train: data.ImageSet, transfer_images: int,
     return full_train.subset(held_out), full_train.subset(rest[order[:transfer_images]])
 
 
-def omitted_class(model: nn.Module, transfer: data.ImageSet, validation: data.ImageSet, test_set: data.ImageSet,
+def omitted_class(model: nn.Module, transfer: ImageSet, validation: ImageSet, test_set: ImageSet,
                   train_logits: torch.Tensor, class_index: int, *, epochs: int, seed: int,
                   soft: bool = True) -> dict[str, float]:
     """Hinton et al.'s (2015, section 3) omitted-class experiment on one class.
@@ -185,3 +187,36 @@ def omitted_class(model: nn.Module, transfer: data.ImageSet, validation: data.Im
         result[f"class_accuracy_{tag}"] = (predictions[in_class] == class_index).float().mean().item()
         result[f"overall_accuracy_{tag}"] = (predictions == test_set.labels).float().mean().item()
     return result
+
+
+# --- notebook 05: the course recipe as schedules (cu.schedule.Schedule) ---
+
+
+def flat_kd(total_steps: int, alpha: float | None = None, temperature: float | None = None,
+            lr: float | None = None) -> schedule.Schedule:
+    """One phase: the course's recipes (:data:`KD`, and :data:`TRAINING`'s lr, cosine to 0) for every step.
+
+    ``alpha = 0`` is the scratch student (cross-entropy on the labels only), on the same batches.
+    """
+    return schedule.Schedule([{"name": "kd" if alpha != 0 else "scratch", "fraction": 1.0, "lr": lr or TRAINING["lr"],
+                               "lr_end": 0.0, "alpha": KD["alpha"] if alpha is None else alpha,
+                               "temperature": temperature or KD["temperature"]}], total_steps)
+
+
+def warmup_distill_finetune(total_steps: int, warmup: float = 0.2, finetune: float = 0.1, curriculum: bool = True,
+                            pool_start: float = 0.3, lr: float | None = None) -> schedule.Schedule:
+    """Three phases over ``total_steps``: a warmup on the labels (``alpha = 0``) while the learning rate ramps up
+    from a tenth of ``lr``, drawn easiest-first (``curriculum=True``, pacing from ``pool_start``) or at random;
+    distillation with the course recipe (:data:`KD`) as the rate decays to a fifth; a finetune on the labels
+    from there to 0. ``lr`` defaults to the course's (:data:`TRAINING`). A fraction of 0 drops its phase.
+    """
+    lr = lr or TRAINING["lr"]
+    phases: list[dict[str, object]] = []
+    if warmup > 0:
+        phases.append({"name": "warmup", "fraction": warmup, "lr": lr / 10, "lr_end": lr, "alpha": 0.0,
+                       "order": "curriculum" if curriculum else "random", "pool_start": pool_start})
+    phases.append({"name": "distill", "fraction": 1.0 - warmup - finetune, "lr": lr,
+                   "lr_end": lr / 5 if finetune > 0 else 0.0, **dict(KD)})
+    if finetune > 0:
+        phases.append({"name": "finetune", "fraction": finetune, "lr": lr / 5, "lr_end": 0.0, "alpha": 0.0})
+    return schedule.Schedule(phases, total_steps)
