@@ -14,19 +14,17 @@ from . import (
     export,
     hooks,
     images,
-    lm,
+    language,
     losses,
-    models1d,
     plotting,
     report,
     schedule,
-    text,
     train,
     validate,
     vibration,
     widgets,
 )
 
-__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "hooks", "images", "lm", "losses",
-           "models1d", "plotting", "report", "schedule", "text", "train", "validate", "vibration", "widgets"]
+__all__ = ["checkpoints", "checks", "config", "data", "evaluate", "exercises", "export", "hooks", "images", "language",
+           "losses", "plotting", "report", "schedule", "train", "validate", "vibration", "widgets"]
 __version__ = "0.1.0"

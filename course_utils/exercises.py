@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checks, evaluate, export, lm, losses, schedule, vibration
+from . import checks, evaluate, export, language, losses, schedule, vibration
 from .checks import CheckResult, Mistake
 from .images import recipes, transfer
 
@@ -1280,8 +1280,8 @@ register(Exercise(
 
 @functools.cache
 def _generation_cases() -> list[tuple]:
-    def tiny_model() -> lm.GPT:
-        model = lm.GPT(lm.GPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=16))
+    def tiny_model() -> language.GPT:
+        model = language.GPT(language.GPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=16))
         generator = torch.Generator().manual_seed(140)
         with torch.no_grad():
             for parameter in model.parameters():  # larger weights than the trained init: varied, decisive argmaxes
@@ -1295,7 +1295,7 @@ def _generation_cases() -> list[tuple]:
 
 def _greedy_variant(position: int = -1, feed_back: bool = True, keep_prompt: bool = False) -> Callable:
     @torch.no_grad()
-    def continuation(model: lm.GPT, prompt_ids: torch.Tensor, n: int) -> torch.Tensor:
+    def continuation(model: language.GPT, prompt_ids: torch.Tensor, n: int) -> torch.Tensor:
         ids = prompt_ids
         for _ in range(n):
             context = ids if feed_back else prompt_ids
@@ -1314,7 +1314,7 @@ register(Exercise(
            "for _ in range(n): logits = model(ids[:, -model.cfg.block_size:]); "
            "ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1); return ids[:, prompt_ids.shape[1]:]"),
     solution_name="greedy_continuation",
-    reference=lambda model, prompt_ids, n: lm.generate(model, prompt_ids, n, temperature=0),
+    reference=lambda model, prompt_ids, n: language.generate(model, prompt_ids, n, temperature=0),
     cases=_generation_cases,
     mistakes=(
         Mistake("the prompt returned with the new tokens", "return only the new tokens, (B, max_new_tokens): "

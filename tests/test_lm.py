@@ -12,114 +12,114 @@ import pytest
 import torch
 
 import course_utils as cu
-from course_utils import lm, text
+from course_utils import language
 
-TINY = lm.GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)
+TINY = language.GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)
 
 
-def tiny_model(seed: int = 0) -> lm.GPT:
+def tiny_model(seed: int = 0) -> language.GPT:
     torch.manual_seed(seed)
-    return lm.GPT(TINY).eval()
+    return language.GPT(TINY).eval()
 
 
 # --- corpus ------------------------------------------------------------------------------------------------------
 
 def test_corpus_checksum_and_split():
-    corpus = text.load_corpus()
+    corpus = language.load_corpus()
     assert 1_000_000 <= len(corpus) <= 5_000_000
-    assert cu.checkpoints.sha256(text.corpus_path()) == text.CORPUS_SHA256
+    assert cu.checkpoints.sha256(language.corpus_path()) == language.CORPUS_SHA256
     assert corpus.startswith("## ")
-    assert set(corpus) <= set(text.VOCAB)
-    train_text, val_text = text.split_corpus(corpus, val_fraction=0.1)
+    assert set(corpus) <= set(language.VOCAB)
+    train_text, val_text = language.split_corpus(corpus, val_fraction=0.1)
     assert train_text + val_text == corpus
     assert val_text.startswith("## ") and train_text.endswith("\n")
     assert 0.08 < len(val_text) / len(corpus) < 0.12
 
 
 def test_corpus_tampered_or_missing(tmp_path):
-    copy = tmp_path / text.CORPUS_FILE
-    copy.write_bytes(text.corpus_path().read_bytes()[:-1] + b"!")
-    with pytest.raises(text.CorpusError, match="sha256"):
-        text.load_corpus(copy)
-    assert text.load_corpus(copy, verify=False).endswith("!")
-    with pytest.raises(text.CorpusError, match="not found"):
-        text.load_corpus(tmp_path / "missing.txt")
+    copy = tmp_path / language.CORPUS_FILE
+    copy.write_bytes(language.corpus_path().read_bytes()[:-1] + b"!")
+    with pytest.raises(language.CorpusError, match="sha256"):
+        language.load_corpus(copy)
+    assert language.load_corpus(copy, verify=False).endswith("!")
+    with pytest.raises(language.CorpusError, match="not found"):
+        language.load_corpus(tmp_path / "missing.txt")
 
 
 def test_encode_decode_round_trip_and_errors():
     sample = "## json.dumps\nSerialize ``obj`` to a JSON formatted ``str``.\n"
-    ids = text.encode(sample)
-    assert ids.dtype == torch.long and len(text.VOCAB) == 96
-    assert text.decode(ids) == sample
-    assert text.encode("\n A").tolist() == [0, 1, 34]  # newline, space (32 -> 1), 'A' (65 -> 34)
+    ids = language.encode(sample)
+    assert ids.dtype == torch.long and len(language.VOCAB) == 96
+    assert language.decode(ids) == sample
+    assert language.encode("\n A").tolist() == [0, 1, 34]  # newline, space (32 -> 1), 'A' (65 -> 34)
     with pytest.raises(ValueError, match="not in the vocabulary"):
-        text.encode("caf\u00e9")
+        language.encode("caf\u00e9")
     with pytest.raises(ValueError, match="token ids"):
-        text.decode([96])
+        language.decode([96])
 
 
 # --- the addition probe ------------------------------------------------------------------------------------------
 
 def test_format_and_read_answer():
-    assert text.format_addition(482, 319) == ("482+319=", "108")  # 801 written least significant digit first
-    assert text.format_addition(482, 319, reverse=False) == ("482+319=", "801")
-    assert text.format_addition(5, 5) == ("5+5=", "01")
-    assert text.read_answer("108\n999") == 801
-    assert text.read_answer("01") == 10
-    assert text.read_answer("801", reverse=False) == 801
-    assert text.read_answer("1a\n") is None and text.read_answer("\n") is None
+    assert language.format_addition(482, 319) == ("482+319=", "108")  # 801 written least significant digit first
+    assert language.format_addition(482, 319, reverse=False) == ("482+319=", "801")
+    assert language.format_addition(5, 5) == ("5+5=", "01")
+    assert language.read_answer("108\n999") == 801
+    assert language.read_answer("01") == 10
+    assert language.read_answer("801", reverse=False) == 801
+    assert language.read_answer("1a\n") is None and language.read_answer("\n") is None
     with pytest.raises(ValueError, match="non-negative"):
-        text.format_addition(-1, 2)
+        language.format_addition(-1, 2)
 
 
 def test_addition_text_sums_are_correct_and_never_held_out():
-    lines = text.addition_text(2000, digits=(1, 2, 3), seed=3).splitlines()
+    lines = language.addition_text(2000, digits=(1, 2, 3), seed=3).splitlines()
     assert len(lines) == 2000
     for line in lines:
         left, answer = line.split("=")
         a, b = map(int, left.split("+"))
         assert int(answer[::-1]) == a + b
         assert max(len(str(a)), len(str(b))) <= 3
-        assert not text.is_held_out(a, b)
-    assert text.addition_text(50, seed=1) == text.addition_text(50, seed=1)
+        assert not language.is_held_out(a, b)
+    assert language.addition_text(50, seed=1) == language.addition_text(50, seed=1)
 
 
 def test_held_out_split():
-    assert text.is_held_out(482, 319) == (zlib.crc32(b"482+319") % 1000 < 100)
-    share = np.mean([text.is_held_out(a, b) for a in range(100, 200) for b in range(300, 400)])
+    assert language.is_held_out(482, 319) == (zlib.crc32(b"482+319") % 1000 < 100)
+    share = np.mean([language.is_held_out(a, b) for a in range(100, 200) for b in range(300, 400)])
     assert 0.07 < share < 0.13
     for digits in (1, 2, 3, 4):
-        test = text.sample_additions(100, digits, "test", seed=0)
-        train = text.sample_additions(100, digits, "train", seed=0)
-        assert all(text.is_held_out(a, b) for a, b in test)
-        assert not any(text.is_held_out(a, b) for a, b in train)
+        test = language.sample_additions(100, digits, "test", seed=0)
+        train = language.sample_additions(100, digits, "train", seed=0)
+        assert all(language.is_held_out(a, b) for a, b in test)
+        assert not any(language.is_held_out(a, b) for a, b in train)
         assert all(len(str(a)) == digits and len(str(b)) == digits for a, b in test + train)
         assert len(set(test)) == len(test)
-    assert 0 < len(text.sample_additions(100, 1, "test")) < 100  # only ~10 one-digit problems are held out
+    assert 0 < len(language.sample_additions(100, 1, "test")) < 100  # only ~10 one-digit problems are held out
     with pytest.raises(ValueError, match="split"):
-        text.sample_additions(10, 2, "val")
+        language.sample_additions(10, 2, "val")
     with pytest.raises(ValueError, match="positive"):
-        text.sample_additions(10, 0, "test")
+        language.sample_additions(10, 0, "test")
 
 
 def test_transfer_windows():
     transfer = {"text_windows": torch.arange(90).reshape(10, 9), "additions": torch.arange(1000, 1100)}
-    x, y = lm.transfer_windows(transfer, 20, 8, 0.25, torch.Generator().manual_seed(0))
+    x, y = language.transfer_windows(transfer, 20, 8, 0.25, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (20, 8) and torch.equal(y[:, :-1], x[:, 1:])
     assert (x >= 1000).all(dim=1).sum() == 5
     with pytest.raises(ValueError, match="block_size"):
-        lm.transfer_windows(transfer, 20, 16, 0.25, torch.Generator())
+        language.transfer_windows(transfer, 20, 16, 0.25, torch.Generator())
 
 
 def test_windows():
     ids = torch.arange(100)
-    x, y = text.random_windows(ids, 5, 8, torch.Generator().manual_seed(0))
+    x, y = language.random_windows(ids, 5, 8, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (5, 8)
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
-    x, y = text.mixed_windows(ids, ids + 1000, 10, 8, 0.3, torch.Generator().manual_seed(0))
+    x, y = language.mixed_windows(ids, ids + 1000, 10, 8, 0.3, torch.Generator().manual_seed(0))
     assert (x >= 1000).all(dim=1).sum() == 3
     with pytest.raises(ValueError, match="longer than block_size"):
-        text.random_windows(ids[:8], 1, 8, torch.Generator())
+        language.random_windows(ids[:8], 1, 8, torch.Generator())
 
 
 # --- the per-position distillation loss ---------------------------------------------------------------------------
@@ -147,17 +147,20 @@ def test_model_shapes_sizes_and_errors():
     assert model(torch.zeros(3, 16, dtype=torch.long)).shape == (3, 16, 96)
     with pytest.raises(ValueError, match="longer than block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
-    teacher = cu.evaluate.count_parameters(lm.create("teacher"))
+    teacher = cu.evaluate.count_parameters(language.create("lm-teacher"))
     assert 500_000 <= teacher <= 2_000_000
-    for name in ("student-s", "student-m", "student-l", "student-xl"):
-        assert 5 <= teacher / cu.evaluate.count_parameters(lm.create(name)) <= 30
-    with pytest.raises(ValueError, match="unknown model"):
-        lm.create("student-xxl")
-    short = lm.create("student-s", seed=0, block_size=16)  # the students take the teacher's context
+    for name in ("lm-student-s", "lm-student-m", "lm-student-l", "lm-student-xl"):
+        assert 5 <= teacher / cu.evaluate.count_parameters(language.create(name)) <= 30
+    with pytest.raises(cu.checkpoints.UnknownModelError, match="unknown language model 'lm-student-xxl'.*'lm-student-s'"):
+        language.create("lm-student-xxl")
+    with pytest.raises(KeyError):  # UnknownModelError is a KeyError; the old names are gone
+        language.create("student-s")
+    short = language.create("lm-student-s", seed=0, block_size=16)  # the students take the teacher's context
     assert short.cfg.block_size == 16 and short.pos_emb.weight.shape == (16, 32)
-    assert cu.evaluate.count_parameters(lm.create("student-s")) - cu.evaluate.count_parameters(short) == (32 - 16) * 32
+    count = cu.evaluate.count_parameters
+    assert count(language.create("lm-student-s")) - count(short) == (32 - 16) * 32
     with pytest.raises(ValueError, match="block_size"):
-        lm.create("student-s", block_size=0)
+        language.create("lm-student-s", block_size=0)
 
 
 def test_causality():
@@ -175,40 +178,41 @@ def test_bits_per_char_of_a_uniform_model_is_log2_vocab():
     with torch.no_grad():
         model.tok_emb.weight.zero_()  # the tied head then outputs zero logits: the uniform distribution
     ids = torch.randint(0, 96, (200,), generator=torch.Generator().manual_seed(0))
-    assert lm.bits_per_char(model, ids) == pytest.approx(math.log2(96), rel=1e-6)
+    assert language.bits_per_char(model, ids) == pytest.approx(math.log2(96), rel=1e-6)
     with pytest.raises(ValueError, match="more than block_size"):
-        lm.bits_per_char(model, ids[:10])
+        language.bits_per_char(model, ids[:10])
 
 
 def test_generation_is_deterministic_by_seed():
     model = tiny_model()
-    prompt = text.encode("## os.path\n")[None, :].repeat(2, 1)
-    first = lm.generate(model, prompt, 30, temperature=1.0, seed=7)
+    prompt = language.encode("## os.path\n")[None, :].repeat(2, 1)
+    first = language.generate(model, prompt, 30, temperature=1.0, seed=7)
     assert first.shape == (2, 30)
-    assert torch.equal(first, lm.generate(model, prompt, 30, temperature=1.0, seed=7))
-    assert not torch.equal(first, lm.generate(model, prompt, 30, temperature=1.0, seed=8))
-    greedy = lm.generate(model, prompt, 30, temperature=0, seed=1)
-    assert torch.equal(greedy, lm.generate(model, prompt, 30, temperature=0, seed=2))
-    assert lm.complete(model, "def ", 20, temperature=0.8, seed=3) == lm.complete(model, "def ", 20, temperature=0.8, seed=3)
+    assert torch.equal(first, language.generate(model, prompt, 30, temperature=1.0, seed=7))
+    assert not torch.equal(first, language.generate(model, prompt, 30, temperature=1.0, seed=8))
+    greedy = language.generate(model, prompt, 30, temperature=0, seed=1)
+    assert torch.equal(greedy, language.generate(model, prompt, 30, temperature=0, seed=2))
+    completion = language.complete(model, "def ", 20, temperature=0.8, seed=3)
+    assert completion == language.complete(model, "def ", 20, temperature=0.8, seed=3)
     with pytest.raises(ValueError, match="temperature"):
-        lm.generate(model, prompt, 3, temperature=-1)
+        language.generate(model, prompt, 3, temperature=-1)
     with pytest.raises(ValueError, match=r"\(B, T0\)"):
-        lm.generate(model, prompt[0], 3)
+        language.generate(model, prompt[0], 3)
 
 
 def test_generate_stops_and_top_k():
     model = tiny_model()
-    prompt = text.encode("1+2=")[None, :]
-    out = lm.generate(model, prompt, 10, temperature=1.0, top_k=1, seed=0)
-    assert torch.equal(out, lm.generate(model, prompt, 10, temperature=0))  # top-1 sampling is greedy
+    prompt = language.encode("1+2=")[None, :]
+    out = language.generate(model, prompt, 10, temperature=1.0, top_k=1, seed=0)
+    assert torch.equal(out, language.generate(model, prompt, 10, temperature=0))  # top-1 sampling is greedy
     with torch.no_grad():
         model.tok_emb.weight[0] *= 10.0  # newline's (tied) row becomes the longest, and the final layer norm
         model.ln_f.weight.zero_()  # outputs that row at every position: newline (id 0) always wins
         model.ln_f.bias.copy_(model.tok_emb.weight[0])
-    assert lm.generate(model, prompt, 10, temperature=0, stop_id=0).tolist() == [[0]]
-    assert lm.addition_answers(model, [(1, 2)]) == [None]
+    assert language.generate(model, prompt, 10, temperature=0, stop_id=0).tolist() == [[0]]
+    assert language.addition_answers(model, [(1, 2)]) == [None]
     with pytest.raises(ValueError, match="empty"):
-        lm.addition_accuracy(model, [])
+        language.addition_accuracy(model, [])
 
 
 # --- the shipped teacher's checksum -------------------------------------------------------------------------------
@@ -217,24 +221,24 @@ def test_load_teacher_verifies_checksum(tmp_path):
     model = tiny_model()
     weights = tmp_path / "lm_teacher.pt"
     torch.save(model.state_dict(), weights)
-    card = {"config": lm.config_dict(model), "weights_file": weights.name, "sha256": cu.checkpoints.sha256(weights)}
-    (tmp_path / lm.TEACHER_CARD).write_text(json.dumps(card))
-    loaded = lm.load_teacher(tmp_path)
+    card = {"config": language.config_dict(model), "weights_file": weights.name, "sha256": cu.checkpoints.sha256(weights)}
+    (tmp_path / language.TEACHER_CARD).write_text(json.dumps(card))
+    loaded = language.load_teacher(tmp_path)
     ids = torch.randint(0, 96, (2, 16))
     assert torch.equal(loaded(ids), model(ids)) and not loaded.training
     weights.write_bytes(weights.read_bytes() + b"\0")
     with pytest.raises(cu.checkpoints.CheckpointError, match="does not match"):
-        lm.load_teacher(tmp_path)
+        language.load_teacher(tmp_path)
     with pytest.raises(cu.checkpoints.CheckpointError, match="train_lm_teacher"):
-        lm.teacher_card(tmp_path / "nowhere")
+        language.teacher_card(tmp_path / "nowhere")
 
 
 def test_shipped_lm_teacher_matches_its_card():
-    teacher, card = lm.load_teacher(), lm.teacher_card()
+    teacher, card = language.load_teacher(), language.teacher_card()
     exact = card["addition_exact_match_by_digits"]
     for digits in (2, 4):  # a trained length and an unseen one, re-measured as the card measured them
-        problems = text.sample_additions(200, digits, "test", seed=1)
-        assert lm.addition_accuracy(teacher, problems) == pytest.approx(exact[str(digits)], abs=0.02)
+        problems = language.sample_additions(200, digits, "test", seed=1)
+        assert language.addition_accuracy(teacher, problems) == pytest.approx(exact[str(digits)], abs=0.02)
     assert min(exact[d] for d in ("1", "2", "3")) >= 0.9  # the probe has a skill for the students to inherit
 
 
@@ -248,7 +252,7 @@ def test_learning_rate_schedule():
 
 # --- export parity ------------------------------------------------------------------------------------------------
 
-def _export_quickly(model: lm.GPT, path) -> str:
+def _export_quickly(model: language.GPT, path) -> str:
     """The TorchScript exporter: about 1 s instead of the ~15 s fixed cost of ``cu.export.export_onnx``'s dynamo path.
 
     These tests check the ONNX wrapper ``cu.export.OnnxLM`` and dynamic INT8 of a transformer; the notebook, executed by CI,
@@ -270,11 +274,12 @@ def test_export_parity_fp32_and_int8(tmp_path):
         with torch.no_grad():
             expected = model(ids).numpy()
         assert np.abs(cu.export.run_session(session, ids.numpy()) - expected).max() < 1e-4
-    prompt = text.encode("## re\n")[None, :]
+    prompt = language.encode("## re\n")[None, :]
     onnx_model = cu.export.OnnxLM(session, TINY)
-    assert torch.equal(lm.generate(onnx_model, prompt, 12, temperature=0), lm.generate(model, prompt, 12, temperature=0))
+    assert torch.equal(language.generate(onnx_model, prompt, 12, temperature=0),
+                       language.generate(model, prompt, 12, temperature=0))
     long_ids = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(0))
-    assert lm.bits_per_char(onnx_model, long_ids) == pytest.approx(lm.bits_per_char(model, long_ids), rel=1e-5)
+    assert language.bits_per_char(onnx_model, long_ids) == pytest.approx(language.bits_per_char(model, long_ids), rel=1e-5)
     assert cu.export.latency_per_token(onnx_model, "## ", n_tokens=4, repeats=1) > 0
     int8 = cu.export.quantize_dynamic(path, tmp_path / "lm_int8.onnx")
     assert cu.export.model_size(int8) < cu.export.model_size(path)
@@ -288,8 +293,8 @@ def test_export_parity_fp32_and_int8(tmp_path):
 
 def test_student_from_teacher_copies_the_chosen_layers():
     torch.manual_seed(0)
-    teacher = lm.GPT(lm.GPTConfig(block_size=16, n_layer=4, n_head=2, n_embd=16)).eval()
-    student = lm.student_from_teacher(teacher, [0, 2]).eval()
+    teacher = language.GPT(language.GPTConfig(block_size=16, n_layer=4, n_head=2, n_embd=16)).eval()
+    student = language.student_from_teacher(teacher, [0, 2]).eval()
     assert student.cfg.n_layer == 2 and student.cfg.n_embd == 16 and student.head.weight is student.tok_emb.weight
     ids = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # the student is the teacher with blocks 1 and 3 left out
@@ -303,13 +308,13 @@ def test_student_from_teacher_copies_the_chosen_layers():
     assert count(teacher) - count(student) == 2 * count(teacher.blocks[0])
     for bad in ([], [4], [-1]):
         with pytest.raises(ValueError, match="block indices"):
-            lm.student_from_teacher(teacher, bad)
+            language.student_from_teacher(teacher, bad)
 
 
 # --- the precomputed size ladder ----------------------------------------------------------------------------------
 
 def _ladder(complete: bool = True) -> dict:
-    row = {"student": "student-s", "method": "token KD", "parameters": 100, "n_layer": 2, "n_embd": 32, "seeds": [0, 1],
+    row = {"student": "lm-student-s", "method": "token KD", "parameters": 100, "n_layer": 2, "n_embd": 32, "seeds": [0, 1],
            "bits_per_char": [3.0, 3.2], "exact_match": {"1": [0.5, 1.0], "2": [0.0, 0.0]}}
     return {"settings": {"seeds": [0, 1]}, "complete": complete, "rows": [row]}
 
@@ -318,26 +323,27 @@ def test_ladder_cells_summarise_per_seed_values(tmp_path):
 
     path = tmp_path / "ladder.json"
     path.write_text(json.dumps(_ladder()))
-    cells = lm.ladder_cells(lm.load_ladder(path))
-    cell = cells["student-s", "token KD"]
+    cells = language.ladder_cells(language.load_ladder(path))
+    cell = cells["lm-student-s", "token KD"]
     assert cell["shape"] == "2 layers x 32" and cell["parameters"] == 100
     assert cell["bits_per_char"]["mean"] == pytest.approx(3.1) and cell["bits_per_char"]["values"] == [3.0, 3.2]
     assert cell["exact_match"][1]["mean"] == pytest.approx(0.75) and set(cell["exact_match"]) == {1, 2}
     path.write_text(json.dumps(_ladder(complete=False)))
     with pytest.raises(ValueError, match="--resume"):
-        lm.load_ladder(path)
+        language.load_ladder(path)
     with pytest.raises(FileNotFoundError, match="lm_sweep"):
-        lm.load_ladder(tmp_path / "missing.json")
+        language.load_ladder(tmp_path / "missing.json")
 
 
 def test_shipped_ladder_is_complete_over_seeds_and_matches_the_teacher():
 
-    ladder = lm.load_ladder()
-    assert ladder["teacher_sha256"] == lm.teacher_card()["sha256"]
+    ladder = language.load_ladder()
+    assert ladder["teacher_sha256"] == language.teacher_card()["sha256"]
     seeds = ladder["settings"]["seeds"]
     assert len(seeds) >= 3
     cells = {(row["student"], row["method"]) for row in ladder["rows"]}
-    assert cells == {(name, method) for name in lm.CONFIGS if name != "teacher" for method in lm.LADDER_METHODS}
+    students = [name for name in language.CONFIGS if name != "lm-teacher"]
+    assert cells == {(name, method) for name in students for method in language.LADDER_METHODS}
     for row in ladder["rows"]:
         assert row["seeds"] == seeds and len(row["bits_per_char"]) == len(seeds)
         assert all(len(values) == len(seeds) for values in row["exact_match"].values())

@@ -87,12 +87,12 @@ def _lm_teacher_by_hand(steps: int, seed: int, lr: float, warmup: int, batch_siz
     """The loop train_lm_teacher.main ran before it used train.fit (kept here as the reference)."""
     text_ids, addition_ids = _lm_ids(seed)
     cu.train.set_seed(seed)
-    model = cu.lm.create("teacher", seed=seed)
+    model = cu.language.create("lm-teacher", seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):
-        x, y = cu.text.mixed_windows(text_ids, addition_ids, batch_size, model.cfg.block_size, 0.5, generator)
+        x, y = cu.language.mixed_windows(text_ids, addition_ids, batch_size, model.cfg.block_size, 0.5, generator)
         for group in optimizer.param_groups:
             group["lr"] = train_lm_teacher.lr_at(step, steps, lr, warmup)
         logits = model(x)
@@ -107,7 +107,7 @@ def _lm_teacher_by_hand(steps: int, seed: int, lr: float, warmup: int, batch_siz
 def _lm_teacher_by_fit(steps: int, seed: int, lr: float, warmup: int, batch_size: int):
     text_ids, addition_ids = _lm_ids(seed)
     cu.train.set_seed(seed)
-    model = cu.lm.create("teacher", seed=seed)
+    model = cu.language.create("lm-teacher", seed=seed)
     history = train_lm_teacher.fit_teacher(model, text_ids, addition_ids, steps=steps, seed=seed,
                                            batch_size=batch_size, lr=lr, warmup=warmup, progress=False)
     return model, history

@@ -374,8 +374,8 @@ def test_cache_attention_maps_refuses_empty_images(tiny):
 
 
 @pytest.fixture(scope="module")
-def gpt() -> cu.lm.GPT:
-    return cu.lm.create("student-s", seed=0).eval()
+def gpt() -> cu.language.GPT:
+    return cu.language.create("lm-student-s", seed=0).eval()
 
 
 @pytest.mark.parametrize("token", [200, -1])
@@ -403,12 +403,12 @@ def test_gpt_refuses_float_ids(gpt):
 def test_generate_refuses_bad_settings(gpt, settings, error, words):
     arguments = {"max_new_tokens": 3, "seed": 0, **settings}
     with pytest.raises(error, match=words):
-        cu.lm.generate(gpt, torch.tensor([[1, 2]]), **arguments)
+        cu.language.generate(gpt, torch.tensor([[1, 2]]), **arguments)
 
 
 def test_generate_refuses_a_prompt_outside_the_vocabulary(gpt):
     with pytest.raises(ValueError, match="prompt_ids holds the token id 500"):
-        cu.lm.generate(gpt, torch.tensor([[500]]), 2)
+        cu.language.generate(gpt, torch.tensor([[500]]), 2)
 
 
 @pytest.mark.parametrize("settings, words", [({"n_tokens": 0}, "n_tokens must be"), ({"repeats": 0}, "repeats must be"),
@@ -420,29 +420,29 @@ def test_latency_per_token_refuses_empty_work(gpt, settings, words):
 
 def test_bits_per_char_refuses_ids_outside_the_vocabulary(gpt):
     with pytest.raises(ValueError, match="ids holds the token id 300"):
-        cu.lm.bits_per_char(gpt, torch.full((100,), 300))
+        cu.language.bits_per_char(gpt, torch.full((100,), 300))
 
 
 def test_bits_per_char_refuses_batch_size_zero(gpt):
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
-        cu.lm.bits_per_char(gpt, torch.randint(0, 96, (100,)), batch_size=0)
+        cu.language.bits_per_char(gpt, torch.randint(0, 96, (100,)), batch_size=0)
 
 
 def test_transfer_windows_refuse_a_fraction_above_one():
     transfer = {"text_windows": torch.randint(0, 96, (10, 33)), "additions": torch.randint(0, 96, (100,))}
     with pytest.raises(ValueError, match=r"addition_fraction must be in \[0, 1\], got 1.5"):
-        cu.lm.transfer_windows(transfer, 8, 32, 1.5, torch.Generator().manual_seed(0))
+        cu.language.transfer_windows(transfer, 8, 32, 1.5, torch.Generator().manual_seed(0))
 
 
 def test_random_windows_refuse_a_negative_count():
     with pytest.raises(ValueError, match="number of windows.*>= 0, got -1"):
-        cu.text.random_windows(torch.arange(50), -1, 8, torch.Generator())
+        cu.language.random_windows(torch.arange(50), -1, 8, torch.Generator())
 
 
 def test_decode_refuses_float_ids_and_accepts_numpy_ints():
     with pytest.raises(TypeError, match="token ids must be integers, got float"):
-        cu.text.decode([1.5])
-    assert cu.text.decode(np.array([34, 35])) == cu.text.VOCAB[34:36]
+        cu.language.decode([1.5])
+    assert cu.language.decode(np.array([34, 35])) == cu.language.VOCAB[34:36]
 
 
 # --- vibration --------------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import export, losses, models1d, train, vibration
+import course_utils as cu
+from course_utils import export, losses, train, vibration
 
 
 def test_defect_frequencies_match_hand_computed_values_for_the_6205():
@@ -126,33 +127,50 @@ def test_loader_errors(tmp_path):
         vibration.load_recording(tmp_path / "rec.txt")
 
 
-def test_models1d_shapes_paths_and_macs():
-    student = models1d.create("vib-student", seed=0)
+def test_vibration_models_shapes_paths_and_macs():
+    student = vibration.create("vib-student", seed=0)
     x = torch.randn(2, 1, 2048)
     assert student(x).shape == (2, 7)
     # front end: 2047 // 16 = 127 decimated samples -> 64 bins; DFT as a matrix product: 2 bands * 127 * (2 * 64)
     # stem: 8 * 2 * 5 * 64; block1: 16 * 8 * 5 * 32; block2: 16 * 16 * 5 * 16; head: (16 * 16) * 7
     expected = 2 * 127 * 128 + 8 * 2 * 5 * 64 + 16 * 8 * 5 * 32 + 16 * 16 * 5 * 16 + 256 * 7
-    assert models1d.multiply_accumulates(student) == expected
-    teacher = models1d.create("vib-teacher", seed=0)
+    assert vibration.multiply_accumulates(student) == expected
+    teacher = vibration.create("vib-teacher", seed=0)
     from course_utils import hooks
 
     with hooks.capture(teacher, ["block2"]) as t_feats, hooks.capture(student, ["block2"]) as s_feats:
         teacher(x), student(x)
     assert t_feats["block2"].shape == (2, 64, 16) and s_feats["block2"].shape == (2, 16, 16)
-    assert models1d.as_2d(s_feats["block2"]).shape == (2, 16, 1, 16)
-    with pytest.raises(ValueError, match="unknown model"):
-        models1d.create("vib-huge")
+    assert vibration.as_2d(s_feats["block2"]).shape == (2, 16, 1, 16)
+    with pytest.raises(cu.checkpoints.UnknownModelError, match="unknown vibration model 'vib-huge'.*'vib-student'"):
+        vibration.create("vib-huge")
     with pytest.raises(ValueError, match=r"\(B, 1, L\)"):
         student(torch.randn(2, 2048))
     with pytest.raises(ValueError, match="to_windows"):
         student(torch.randn(2, 1, 1000))
 
 
+def test_vibration_set_loader_batches_like_make_loader():
+    data = vibration.make_dataset(5, seed=0)
+    logits = torch.randn(len(data), 7)
+    for shuffle in (True, False):
+        ours = list(data.loader(batch_size=8, shuffle=shuffle, seed=3, extra=(logits,)))
+        by_hand = list(cu.data.make_loader(data.signals, data.labels, logits, batch_size=8, shuffle=shuffle, seed=3))
+        assert len(ours) == len(by_hand) == 5
+        for batch, expected in zip(ours, by_hand):
+            assert len(batch) == 3 and all(torch.equal(a, b) for a, b in zip(batch, expected))
+    assert not torch.equal(next(iter(data.loader(seed=3)))[1], next(iter(data.loader(seed=4)))[1])
+
+
+def test_no_vibration_teacher_is_shipped_and_load_teacher_says_how_to_train_one():
+    with pytest.raises(cu.checkpoints.CheckpointError, match="notebook 07 trains its own.*vib-teacher"):
+        vibration.load_teacher()
+
+
 def test_front_end_finds_the_modulation_rate_and_the_shaft_line():
     # x = (1 + cos 2 pi f_m t) cos 2 pi 3000 t + 0.5 cos 2 pi f_s t: the band-passed carrier's squared envelope
     # repeats at f_m (channel 0), the low band holds the f_s line (channel 1). Both are put on exact bins.
-    frontend = models1d.SpectralFrontEnd()
+    frontend = vibration.SpectralFrontEnd()
     bin_hz = frontend.bin_hz(12_000)
     assert bin_hz == pytest.approx(12_000 / 16 / 127)                  # 5.906 Hz
     t = torch.arange(2048, dtype=torch.float64) / 12_000
@@ -164,23 +182,20 @@ def test_front_end_finds_the_modulation_rate_and_the_shaft_line():
     assert int(spectra[0, 0, 2:].argmax()) + 2 == 17
     assert int(spectra[0, 1, 2:].argmax()) + 2 == 5
     with pytest.raises(ValueError, match="band"):
-        models1d.SpectralFrontEnd(band=(0.3, 0.6))
+        vibration.SpectralFrontEnd(band=(0.3, 0.6))
 
 
 def test_end_to_end_pipeline_quick(tmp_path):
     """Generate, train a teacher briefly, distil a student with KD, export to INT8 ONNX, measure size and RAM."""
-    from course_utils import data as cu_data
-
     train_set, test_set = vibration.make_dataset(12, seed=0), vibration.make_dataset(4, seed=1)
-    teacher = models1d.create("vib-teacher", seed=0)
-    train.fit(teacher, cu_data.make_loader(train_set.signals, train_set.labels, batch_size=32), epochs=1,
-              progress=False)
+    teacher = vibration.create("vib-teacher", seed=0)
+    train.fit(teacher, train_set.loader(batch_size=32), epochs=1, progress=False)
     with torch.no_grad():
         teacher_logits = teacher(train_set.signals)
-    student = models1d.create("vib-student", seed=0)
+    student = vibration.create("vib-student", seed=0)
     kd_step = lambda model, batch: losses.kd_loss(model(batch[0]), batch[2], batch[1], temperature=4.0, alpha=0.9)
-    history = train.fit(student, cu_data.make_loader(train_set.signals, train_set.labels, teacher_logits, batch_size=32),
-                        epochs=1, loss_fn=kd_step, progress=False)
+    history = train.fit(student, train_set.loader(batch_size=32, extra=(teacher_logits,)), epochs=1, loss_fn=kd_step,
+                        progress=False)
     assert math.isfinite(history.train_loss[-1])
     fp32 = export.export_onnx(student, tmp_path / "student.onnx", test_set.signals[:2])
     int8 = export.quantize_static(fp32, tmp_path / "student_int8.onnx", train_set.signals[:32])
@@ -199,7 +214,7 @@ def test_end_to_end_pipeline_quick(tmp_path):
 def test_onnx_size_breakdown_separates_the_fixed_front_end_from_learned_weights(tmp_path):
     """The DFT basis (127 x 128 floats) and the band-pass taps are the front end; the rest of the constants are learned."""
     signals = vibration.make_dataset(4, seed=0).signals
-    student = models1d.create("vib-student", seed=0).eval()
+    student = vibration.create("vib-student", seed=0).eval()
     fp32 = export.export_onnx(student, tmp_path / "student.onnx", signals[:2])
     int8 = export.quantize_after_front_end(fp32, tmp_path / "student_int8.onnx", signals)
     basis_and_taps = (127 * 128 + 31) * 4

@@ -3,11 +3,11 @@
     python -m course_utils.cli.build_corpus            # writes datasets/python-docstrings/python_docstrings.txt
 
 The result depends on the Python version that runs it, so the extracted file is committed
-with its sha256 (``cu.text.CORPUS_SHA256``) and the notebooks never run this script.
+with its sha256 (``cu.language.CORPUS_SHA256``) and the notebooks never run this script.
 What is kept: module, class and function docstrings (``ast.get_docstring``, which dedents and
 expands tabs) from every ``.py`` file of the standard library, in sorted path order, skipping
 test packages, ``site-packages`` and docstrings with characters outside printable ASCII
-(the model's vocabulary, ``cu.text.VOCAB``). Each docstring is written as ``## qualified.name``
+(the model's vocabulary, ``cu.language.VOCAB``). Each docstring is written as ``## qualified.name``
 on one line, the docstring, and a blank line. Extraction stops at ``--max-bytes``.
 """
 
@@ -19,7 +19,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import checkpoints, config, text, validate
+from .. import checkpoints, config, language, validate
 
 SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 
@@ -53,7 +53,7 @@ def docstrings(source: str, module: str) -> Iterator[tuple[str, str]]:
 
 def build(stdlib: Path, max_bytes: int) -> tuple[str, dict[str, int]]:
     """The corpus text and counts of what was kept and skipped."""
-    allowed = set(text.VOCAB)
+    allowed = set(language.VOCAB)
     pieces, size = [], 0
     counts = {"files": 0, "kept": 0, "skipped_non_ascii": 0, "skipped_unparsable": 0}
     for path in sorted(stdlib.rglob("*.py")):
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stdlib", type=validate.existing_directory, default=Path(sysconfig.get_paths()["stdlib"]))
     parser.add_argument("--max-bytes", type=validate.positive_int, default=3_000_000)
-    parser.add_argument("--out", type=Path, default=config.DATASETS_DIR / "python-docstrings" / text.CORPUS_FILE)
+    parser.add_argument("--out", type=Path, default=config.DATASETS_DIR / "python-docstrings" / language.CORPUS_FILE)
     args = parser.parse_args(argv)
     corpus, counts = build(args.stdlib, args.max_bytes)
     if not corpus:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(corpus, encoding="ascii", newline="\n")
     print(f"wrote {args.out} ({len(corpus):,} characters) from {args.stdlib}: {counts}")
-    print(f"sha256 {checkpoints.sha256(args.out)}  (record it as CORPUS_SHA256 in course_utils/text.py)")
+    print(f"sha256 {checkpoints.sha256(args.out)}  (record it as CORPUS_SHA256 in course_utils/language/text.py)")
     return args.out
 
 

@@ -5,7 +5,7 @@
 
 Training data: random windows (the context, 32 characters) of the docstring corpus's training part, mixed with
 windows of an addition stream (training problems of 1 to 3 digits, answers reversed; see
-``cu.text``). Writes ``lm_teacher.pt`` (state_dict), ``lm_teacher.json`` (the model card) and
+``cu.language.text``). Writes ``lm_teacher.pt`` (state_dict), ``lm_teacher.json`` (the model card) and
 ``lm_teacher_transfer.pt``: text the teacher generated and training additions it solved, the
 transfer set of sequence-level distillation (Kim and Rush 2016), cached so the notebook need
 not run slow autoregressive generation.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from .. import checkpoints, config, evaluate, lm, report, text, train, validate
+from .. import checkpoints, config, evaluate, language, report, train, validate
 
 TRAIN_DIGITS = (1, 2, 3)  # operand lengths the models train on; 4 and 5 are held out entirely
 PROMPT_CHARS = 8  # real characters that start each window of the transfer set; the teacher writes the rest
@@ -52,7 +52,7 @@ class WarmupCosine(LRScheduler):
 
 
 class WindowBatches:
-    """``steps`` batches of :func:`course_utils.text.mixed_windows`, drawn one by one from ``generator``."""
+    """``steps`` batches of :func:`course_utils.language.mixed_windows`, drawn one by one from ``generator``."""
 
     def __init__(self, text_ids: torch.Tensor, addition_ids: torch.Tensor, steps: int, batch_size: int,
                  block_size: int, addition_fraction: float, generator: torch.Generator) -> None:
@@ -65,7 +65,7 @@ class WindowBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for _ in range(self.steps):
-            yield text.mixed_windows(self.text_ids, self.addition_ids, self.batch_size, self.block_size,
+            yield language.mixed_windows(self.text_ids, self.addition_ids, self.batch_size, self.block_size,
                                      self.addition_fraction, self.generator)
 
 
@@ -76,7 +76,7 @@ def next_char_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
-def fit_teacher(model: lm.GPT, text_ids: torch.Tensor, addition_ids: torch.Tensor, *, steps: int, seed: int,
+def fit_teacher(model: language.GPT, text_ids: torch.Tensor, addition_ids: torch.Tensor, *, steps: int, seed: int,
                 batch_size: int = 64, lr: float = 2e-3, warmup: int = 100, addition_fraction: float = 0.5,
                 progress: bool = True) -> train.History:
     """Train ``model`` in place with the shipped recipe, on the CPU, through :func:`course_utils.train.fit`.
@@ -92,7 +92,7 @@ def fit_teacher(model: lm.GPT, text_ids: torch.Tensor, addition_ids: torch.Tenso
                      scheduler=WarmupCosine(optimizer, steps, warmup), grad_clip=1.0, device="cpu", progress=progress)
 
 
-def transfer_set(model: lm.GPT, text_ids: torch.Tensor, n_windows: int, prompt_chars: int, temperature: float,
+def transfer_set(model: language.GPT, text_ids: torch.Tensor, n_windows: int, prompt_chars: int, temperature: float,
                  n_additions: int, seed: int) -> dict[str, torch.Tensor]:
     """The teacher's own text and its answers to training additions (uint8 token ids).
 
@@ -103,17 +103,18 @@ def transfer_set(model: lm.GPT, text_ids: torch.Tensor, n_windows: int, prompt_c
     """
     block = model.cfg.block_size
     generator = torch.Generator().manual_seed(seed)
-    prompts, _ = text.random_windows(text_ids, n_windows, prompt_chars, generator)
+    prompts, _ = language.random_windows(text_ids, n_windows, prompt_chars, generator)
     rows = []
     for i, chunk in enumerate(prompts.split(256)):
-        rows.append(torch.cat([chunk, lm.generate(model, chunk, block + 1 - prompt_chars, temperature, seed=seed + i)], 1))
-    problems = text.sample_additions(n_additions, TRAIN_DIGITS, "train", seed=seed)
-    answers = lm.addition_answers(model, problems)
+        continuation = language.generate(model, chunk, block + 1 - prompt_chars, temperature, seed=seed + i)
+        rows.append(torch.cat([chunk, continuation], 1))
+    problems = language.sample_additions(n_additions, TRAIN_DIGITS, "train", seed=seed)
+    answers = language.addition_answers(model, problems)
     lines = []
     for (a, b), answer in zip(problems, answers):
         written = "?" if answer is None else str(answer)[::-1]
-        lines.append(f"{text.format_addition(a, b)[0]}{written}\n")
-    return {"text_windows": torch.cat(rows).to(torch.uint8), "additions": text.encode("".join(lines)).to(torch.uint8)}
+        lines.append(f"{language.format_addition(a, b)[0]}{written}\n")
+    return {"text_windows": torch.cat(rows).to(torch.uint8), "additions": language.encode("".join(lines)).to(torch.uint8)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=validate.positive_int, default=64)
     parser.add_argument("--lr", type=validate.positive_float, default=2e-3)
     parser.add_argument("--warmup", type=validate.non_negative_int, default=100)
-    parser.add_argument("--block-size", type=validate.positive_int, default=lm.CONFIGS["teacher"].block_size,
+    parser.add_argument("--block-size", type=validate.positive_int, default=language.CONFIGS["lm-teacher"].block_size,
                         help=f"context in characters (at least {PROMPT_CHARS}, the transfer set's real prompt)")
     parser.add_argument("--addition-fraction", type=validate.fraction, default=0.5)
     parser.add_argument("--seed", type=validate.non_negative_int, default=0)
@@ -139,10 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     train.set_seed(args.seed)
-    train_text, val_text = text.split_corpus(text.load_corpus())
-    text_ids, val_ids = text.encode(train_text), text.encode(val_text)
-    addition_ids = text.encode(text.addition_text(200_000, TRAIN_DIGITS, seed=args.seed))
-    model = lm.create("teacher", seed=args.seed, block_size=args.block_size)
+    train_text, val_text = language.split_corpus(language.load_corpus())
+    text_ids, val_ids = language.encode(train_text), language.encode(val_text)
+    addition_ids = language.encode(language.addition_text(200_000, TRAIN_DIGITS, seed=args.seed))
+    model = language.create("lm-teacher", seed=args.seed, block_size=args.block_size)
     start = time.perf_counter()
     history = fit_teacher(model, text_ids, addition_ids, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                           lr=args.lr, warmup=args.warmup, addition_fraction=args.addition_fraction)
@@ -152,11 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - start
     model.eval()
 
-    bpc = lm.bits_per_char(model, val_ids)
+    bpc = language.bits_per_char(model, val_ids)
     exact = {}
     for digits in (1, 2, 3, 4, 5):
-        problems = text.sample_additions(200, digits, "test", seed=1)
-        exact[str(digits)] = round(lm.addition_accuracy(model, problems), 4)
+        problems = language.sample_additions(200, digits, "test", seed=1)
+        exact[str(digits)] = round(language.addition_accuracy(model, problems), 4)
     print(f"validation bits/char {bpc:.3f}; exact match by operand length {exact}", flush=True)
     gen_start = time.perf_counter()
     transfer = transfer_set(model, text_ids, args.transfer_windows, PROMPT_CHARS, 0.7, args.transfer_additions,
@@ -168,11 +169,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.save(model.state_dict(), weights)
     torch.save(transfer, transfer_path)
     card = {
-        "model": "lm teacher",
-        "architecture": "character-level GPT (pre-norm, tied head), see course_utils/lm.py",
-        "config": lm.config_dict(model),
+        "model": "lm-teacher",
+        "architecture": "character-level GPT (pre-norm, tied head), see course_utils/language/models.py",
+        "config": language.config_dict(model),
         "parameters": evaluate.count_parameters(model),
-        "data": f"python-docstrings corpus (train part, sha256 {text.CORPUS_SHA256[:12]}...) mixed with addition "
+        "data": f"python-docstrings corpus (train part, sha256 {language.CORPUS_SHA256[:12]}...) mixed with addition "
                 f"problems of {TRAIN_DIGITS} digits, answers reversed, fraction {args.addition_fraction} of windows",
         "val_bits_per_char": round(bpc, 4),
         "addition_exact_match_by_digits": exact,
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"temperature 0.7) and {args.transfer_additions} training additions answered greedily",
         "transfer_seconds": round(gen_seconds, 1),
     }
-    (args.out / lm.TEACHER_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (args.out / language.TEACHER_CARD).write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card, indent=2))
     return card
 

@@ -78,7 +78,7 @@ def gzip_size(path: PathLike, level: int = 9) -> int:
 
 
 def onnx_size_breakdown(onnx_path: PathLike) -> dict[str, object]:
-    """Where the bytes of an exported vibration model (``cu.models1d.CNN1d``, FP32 or INT8) go, read from the ONNX
+    """Where the bytes of an exported vibration model (``cu.vibration.CNN1d``, FP32 or INT8) go, read from the ONNX
     file's initializers:
 
         file = front_end + learned + graph
@@ -374,19 +374,19 @@ def latency_decomposition(eager_teacher_ms: float, ort_teacher_ms: float, ort_st
 
 
 def latency_per_token(model: nn.Module, prompt: str = "## ", n_tokens: int = 32, repeats: int = 3) -> float:
-    """Median milliseconds per generated token of a language model (``cu.lm.GPT`` or an :class:`OnnxLM`): batch 1,
-    greedy ``cu.lm.generate``, no key/value cache (each token reruns the context)."""
-    from .. import lm, text  # the language model's own tokenizer and generation loop
+    """Median milliseconds per generated token of a language model (``cu.language.GPT`` or an :class:`OnnxLM`): batch 1,
+    greedy ``cu.language.generate``, no key/value cache (each token reruns the context)."""
+    from .. import language  # the language model's own tokenizer and generation loop
 
     if not prompt:
         raise ValueError("prompt is empty: generation needs at least one character to start from, e.g. '## '.")
     n_tokens = validate.integer(n_tokens, "n_tokens", minimum=1)
     repeats = validate.integer(repeats, "repeats", minimum=1)
-    prompt_ids = text.encode(prompt)[None, :]
+    prompt_ids = language.encode(prompt)[None, :]
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        lm.generate(model, prompt_ids, n_tokens, temperature=0)
+        language.generate(model, prompt_ids, n_tokens, temperature=0)
         times.append((time.perf_counter() - start) / n_tokens * 1000)
     return sorted(times)[len(times) // 2]
 

@@ -365,9 +365,10 @@ def onnx_accuracy(session_or_path: Any, images: ArrayLike, labels: ArrayLike, ba
 
 
 class OnnxLM(nn.Module):
-    """An onnxruntime session that looks like a language model (``cu.lm.GPT``: ``.cfg``, ``forward(idx) -> logits``),
-    so that ``cu.lm.generate``, ``cu.lm.bits_per_char`` and ``cu.lm.addition_accuracy`` measure the exported file
-    unchanged. ``cfg`` is the exported model's configuration (its ``vocab_size`` and ``block_size`` are read)."""
+    """An onnxruntime session that looks like a language model (``cu.language.GPT``: ``.cfg``,
+    ``forward(idx) -> logits``), so that ``cu.language.generate``, ``cu.language.bits_per_char`` and
+    ``cu.language.addition_accuracy`` measure the exported file unchanged. ``cfg`` is the exported model's
+    configuration (its ``vocab_size`` and ``block_size`` are read)."""
 
     def __init__(self, session: Any, cfg: Any):
         super().__init__()
@@ -375,18 +376,18 @@ class OnnxLM(nn.Module):
         self.input_name = session.get_inputs()[0].name
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        from ..lm import check_ids  # the language model's own check of token ids
+        from ..language.models import check_ids  # the language model's own check of token ids
 
         check_ids(idx, self.cfg.vocab_size)
         return torch.from_numpy(self.session.run(None, {self.input_name: idx.numpy().astype("int64")})[0])
 
 
 def front_end_nodes(graph: Any) -> list[str]:
-    """Names of the ONNX nodes of a vibration model's spectral front end (``cu.models1d.CNN1d``): every node up to
+    """Names of the ONNX nodes of a vibration model's spectral front end (``cu.vibration.CNN1d``): every node up to
     the BatchNorm of ``norm``."""
     excluded = []
     for node in graph.node:  # topological order: the front end comes first, up to the BatchNorm of "norm"
         excluded.append(node.name)
         if node.op_type == "BatchNormalization" and any(name.startswith("norm.") for name in node.input):
             return excluded
-    raise ValueError("the graph has no BatchNormalization reading 'norm.*': export a cu.models1d.CNN1d.")
+    raise ValueError("the graph has no BatchNormalization reading 'norm.*': export a cu.vibration.CNN1d.")

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, config, evaluate, report, text, validate
+from .. import checkpoints, config, evaluate, report, validate
+from ..checkpoints import UnknownModelError
+from . import text
 
 TEACHER_CARD = "lm_teacher.json"
 
@@ -33,7 +35,7 @@ class GPTConfig:
 def check_ids(idx: torch.Tensor, vocab_size: int, name: str = "idx") -> None:
     """Refuse token ids that are not an integer ``(B, T)`` tensor with every id in ``[0, vocab_size - 1]``."""
     if not isinstance(idx, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of token ids, got {type(idx).__name__}: use cu.text.encode(text).")
+        raise TypeError(f"{name} must be a tensor of token ids, got {type(idx).__name__}: use cu.language.encode(text).")
     if idx.ndim != 2:
         fix = f"add the batch axis with {name}[None]" if idx.ndim == 1 else "pass a (B, T) tensor"
         raise ValueError(f"{name} must be (B, T) token ids (a batch of sequences), got shape {tuple(idx.shape)}: {fix}.")
@@ -44,7 +46,7 @@ def check_ids(idx: torch.Tensor, vocab_size: int, name: str = "idx") -> None:
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise ValueError(f"{name} holds the token id {bad}, outside the vocabulary [0, {vocab_size - 1}]: encode text "
-                         "with cu.text.encode, and decode model outputs with cu.text.decode.")
+                         "with cu.language.encode, and decode model outputs with cu.language.decode.")
 
 
 class CausalSelfAttention(nn.Module):
@@ -115,21 +117,22 @@ class GPT(nn.Module):
 
 
 CONFIGS = {  # teacher and the students of notebook 08 (all with the teacher's context and vocabulary)
-    "teacher": GPTConfig(n_layer=4, n_head=4, n_embd=128),
-    "student-s": GPTConfig(n_layer=2, n_head=2, n_embd=32),
-    "student-m": GPTConfig(n_layer=2, n_head=4, n_embd=48),
-    "student-l": GPTConfig(n_layer=2, n_head=4, n_embd=64),
-    "student-xl": GPTConfig(n_layer=3, n_head=4, n_embd=64),  # one layer more: the ladder's step in depth
+    "lm-teacher": GPTConfig(n_layer=4, n_head=4, n_embd=128),
+    "lm-student-s": GPTConfig(n_layer=2, n_head=2, n_embd=32),
+    "lm-student-m": GPTConfig(n_layer=2, n_head=4, n_embd=48),
+    "lm-student-l": GPTConfig(n_layer=2, n_head=4, n_embd=64),
+    "lm-student-xl": GPTConfig(n_layer=3, n_head=4, n_embd=64),  # one layer more: the ladder's step in depth
 }
 
 
 def create(name: str, seed: int | None = None, block_size: int | None = None) -> GPT:
     """A freshly initialised model by name (see :data:`CONFIGS`), seeded when ``seed`` is given.
 
-    ``block_size`` overrides the context length (notebook 08 gives the students the teacher's).
+    ``block_size`` overrides the context length (notebook 08 gives the students the teacher's). An unknown name
+    raises ``cu.checkpoints.UnknownModelError`` (a ``KeyError``) listing the known ones.
     """
     if name not in CONFIGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(CONFIGS)}.")
+        raise UnknownModelError(f"unknown language model {name!r}; choose one of {sorted(CONFIGS)}.")
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be a positive number of characters, got {block_size}.")
     if seed is not None:
@@ -219,7 +222,8 @@ def bits_per_char(model: GPT, ids: torch.Tensor, batch_size: int = 64, max_windo
     training). ``max_windows`` evaluates an evenly spaced subset (quicker).
     """
     if ids.ndim != 1:
-        raise ValueError(f"ids must be one 1-D stream of token ids (cu.text.encode(text)), got shape {tuple(ids.shape)}.")
+        raise ValueError(f"ids must be one 1-D stream of token ids (cu.language.encode(text)), "
+                         f"got shape {tuple(ids.shape)}.")
     check_ids(ids[None], model.cfg.vocab_size, "ids")
     batch_size = validate.integer(batch_size, "batch_size", minimum=1)
     if max_windows is not None:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checkpoints import UnknownModelError
+
 
 class SpectralFrontEnd(nn.Module):
     """Raw window ``(B, 1, L)`` -> ``(B, 2, F)`` log spectra, no learned parameters:
@@ -126,9 +128,12 @@ CONFIGS = {
 
 
 def create(name: str, seed: int | None = None) -> CNN1d:
-    """A fresh 1-D model by name (``vib-teacher``, ``vib-student``, ``vib-student-xs``); ``seed`` fixes the init."""
+    """A fresh 1-D model by name (``vib-teacher``, ``vib-student``, ``vib-student-xs``); ``seed`` fixes the init.
+
+    An unknown name raises ``cu.checkpoints.UnknownModelError`` (a ``KeyError``) listing the known ones.
+    """
     if name not in CONFIGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(CONFIGS)}.")
+        raise UnknownModelError(f"unknown vibration model {name!r}; choose one of {sorted(CONFIGS)}.")
     if seed is not None:
         torch.manual_seed(seed)
     return CNN1d(CONFIGS[name])

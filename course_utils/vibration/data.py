@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from . import validate
+from .. import validate
+from ..data import make_loader
 
 FAULTS = ("healthy", "outer", "inner", "ball")
 SEVERITIES = ("mild", "severe")
@@ -116,6 +119,12 @@ class VibrationSet:
         index = torch.as_tensor(index)
         return VibrationSet(self.signals[index], self.labels[index], self.speed_hz[index], self.load[index],
                             self.fault_hz[index], self.resonance_hz[index], self.sample_rate, self.class_names)
+
+    def loader(self, batch_size: int = 128, shuffle: bool = True, seed: int = 0,
+               extra: Sequence[torch.Tensor] = ()) -> DataLoader:
+        """A DataLoader of ``(signals, labels, *extra)`` batches (``extra``: per-window tensors such as a teacher's
+        logits); see ``cu.data.make_loader``: the same seed gives the same batch order."""
+        return make_loader(self.signals, self.labels, *extra, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
 def _impact_train(rate_hz: np.ndarray, speed_hz: np.ndarray, cage_hz: np.ndarray, fault: np.ndarray,

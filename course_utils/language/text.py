@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import config, validate
+from .. import config, validate
 
 VOCAB = "\n" + "".join(chr(code) for code in range(32, 127))  # 96 characters: newline + printable ASCII
 CORPUS_FILE = "python_docstrings.txt"
@@ -61,7 +61,7 @@ def corpus_path() -> Path:
 
 def load_corpus(path: str | Path | None = None, verify: bool = True) -> str:
     """The docstring corpus as one string, after checking its sha256 against :data:`CORPUS_SHA256`."""
-    from .checkpoints import sha256
+    from ..checkpoints import sha256
 
     path = Path(path) if path is not None else corpus_path()
     if not path.is_file():
