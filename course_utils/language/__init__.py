@@ -4,7 +4,8 @@
 ``cu.language.load_teacher()`` loads the shipped teacher (checked against its model card) and
 ``cu.language.load_transfer_set()`` the text that teacher wrote, ``cu.language.load_ladder()`` the precomputed size
 ladder of students (``results/lm_ladder.json``); ``models`` holds the transformer, generation and the
-metrics, ``text`` the docstring corpus, the 96-character vocabulary and the addition probe.
+metrics, ``text`` the docstring corpus, the 96-character vocabulary, the addition probe and the data set of
+training windows, :class:`WindowSet` (with ``.loader(...)``).
 """
 
 from . import models, text
@@ -36,6 +37,7 @@ from .text import (
     CORPUS_SHA256,
     VOCAB,
     CorpusError,
+    WindowSet,
     addition_text,
     corpus_path,
     decode,
@@ -51,8 +53,8 @@ from .text import (
 )
 
 __all__ = ["CONFIGS", "CORPUS_FILE", "CORPUS_SHA256", "GPT", "LADDER_COMMAND", "LADDER_FILE", "LADDER_METHODS",
-           "TEACHER_CARD", "VOCAB", "CorpusError", "GPTConfig", "addition_accuracy", "addition_answers", "addition_text",
-           "bits_per_char", "complete", "config_dict", "corpus_path", "create", "decode", "encode", "format_addition",
-           "generate", "is_held_out", "ladder_cells", "load_corpus", "load_ladder", "load_teacher", "load_transfer_set",
-           "mixed_windows", "models", "random_windows", "read_answer", "sample_additions", "split_corpus",
-           "student_from_teacher", "teacher_card", "text", "transfer_windows"]
+           "TEACHER_CARD", "VOCAB", "CorpusError", "WindowSet", "GPTConfig", "addition_accuracy", "addition_answers",
+           "addition_text", "bits_per_char", "complete", "config_dict", "corpus_path", "create", "decode", "encode",
+           "format_addition", "generate", "is_held_out", "ladder_cells", "load_corpus", "load_ladder",
+           "load_teacher", "load_transfer_set", "mixed_windows", "models", "random_windows", "read_answer",
+           "sample_additions", "split_corpus", "student_from_teacher", "teacher_card", "text", "transfer_windows"]

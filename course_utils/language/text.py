@@ -16,11 +16,14 @@ from __future__ import annotations
 import numbers
 import random
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
-from .. import config, validate
+from .. import config, data, validate
 
 VOCAB = "\n" + "".join(chr(code) for code in range(32, 127))  # 96 characters: newline + printable ASCII
 CORPUS_FILE = "python_docstrings.txt"
@@ -172,3 +175,40 @@ def mixed_windows(text_ids: torch.Tensor, addition_ids: torch.Tensor, n: int, bl
     x_add, y_add = random_windows(addition_ids, n_add, block_size, generator)
     order = torch.randperm(n, generator=generator)
     return torch.cat([x_text, x_add])[order], torch.cat([y_text, y_add])[order]
+
+
+@dataclass
+class WindowSet:
+    """The language domain's data set: ``inputs`` ``(N, T)`` windows of token ids and their ``targets`` ``(N, T)``,
+    each the window shifted by one character (``targets[:, t]`` is the character after ``inputs[:, t]``), both int64.
+
+    Made from :func:`mixed_windows`, :func:`random_windows` or :func:`cu.language.transfer_windows`;
+    ``.loader(...)`` is the image and vibration data sets' loader.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("inputs", "targets"):
+            tensor = getattr(self, name)
+            if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2 or tensor.dtype != torch.int64:
+                found = f"a {tensor.dtype} tensor of shape {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor) \
+                    else f"a {type(tensor).__name__}"
+                raise ValueError(f"WindowSet.{name} must be an int64 tensor (N, T) of token ids, got {found}: "
+                                 "make windows with cu.language.mixed_windows or random_windows.")
+        if self.inputs.shape != self.targets.shape:
+            raise ValueError(f"inputs {tuple(self.inputs.shape)} and targets {tuple(self.targets.shape)} must have the "
+                             "same shape: one target per input position.")
+        if len(self.inputs) == 0:
+            raise ValueError("WindowSet needs at least one window; ask the window functions for n >= 1.")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def loader(self, batch_size: int = 128, shuffle: bool = True, seed: int = 0,
+               extra: Sequence[torch.Tensor] = ()) -> DataLoader:
+        """A DataLoader of ``(inputs, targets, *extra)`` batches (e.g. ``extra=(teacher_logits,)``);
+        see :func:`cu.data.make_loader`."""
+        return data.make_loader(self.inputs, self.targets, *extra, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
