@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from .. import evaluate, report, schedule, train
-from ..images import data, feature_kd, models, recipes
+from ..images import feature_kd, models, recipes
+from ._common import few_label_data, sweep_seeds
 
 SWEEP_FILE, COMMAND = feature_kd.SWEEP_FILE, feature_kd.SWEEP_COMMAND
 SECTIONS = ("deep", "default", "residual")
@@ -61,14 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if args.merge:
         return merge(args.merge, args.out)
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2 (a spread needs two values)")
 
     start = time.perf_counter()
-    seeds = [100 + i for i in range(args.seeds)]
-    train_set = data.load_fashion_mnist("train", subset=args.train_subset, seed=0)
-    test_set = data.load_fashion_mnist("test")
-    logits = models.load_teacher_logits("train")[train_set.index]
+    seeds = sweep_seeds(parser, args.seeds)
+    train_set, test_set, logits = few_label_data(args.train_subset)
     teacher = models.load_teacher(device="cpu")
     total_steps = -(-len(train_set) // recipes.TRAINING["batch_size"]) * args.epochs
     result: dict = {

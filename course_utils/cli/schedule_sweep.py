@@ -23,6 +23,7 @@ import torch
 
 from .. import evaluate, report, schedule
 from ..images import data, models, recipes
+from ._common import few_label_data, sweep_seeds
 
 SWEEP_FILE, COMMAND = schedule.SWEEP_FILE, schedule.SWEEP_COMMAND
 ARMS = ("scratch", "flat KD", "3-phase, curriculum", "3-phase, random order")
@@ -58,14 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=SWEEP_FILE)
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2 (a spread needs two values)")
 
     start = time.perf_counter()
-    seeds = [100 + i for i in range(args.seeds)]
-    train_set = data.load_fashion_mnist("train", subset=args.train_subset, seed=0)
-    test_set = data.load_fashion_mnist("test")
-    logits = models.load_teacher_logits("train")[train_set.index]
+    seeds = sweep_seeds(parser, args.seeds)
+    train_set, test_set, logits = few_label_data(args.train_subset)
     rows = []
     for budget in args.budgets:
         row: dict[str, object] = {"steps": budget, "epochs": budget * recipes.TRAINING["batch_size"] / len(train_set)}
