@@ -118,8 +118,23 @@ def _non_finite(value: Any, where: str) -> str | None:
     return next((found for key, item in items if (found := _non_finite(item, f"{where}[{key!r}]"))), None)
 
 
+_STARTED: set[Path] = set()  # the section files this process (a notebook's kernel) has written
+
+
+def _this_run(path: Path) -> dict[str, Any]:
+    """What this process has recorded in ``path`` so far: a section's first write in a process starts it afresh, so a
+    renamed or removed figure or experiment of an earlier run (another kernel) does not linger in the summary."""
+    if path not in _STARTED:
+        _STARTED.add(path)
+        return {}
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def record(section: str, values: dict[str, Any]) -> Path:
     """Merge ``values`` (numbers, lists, dicts; tensors are converted) into the section's JSON file.
+
+    Within one process (a notebook's kernel) every call merges into what the earlier calls wrote; the first call
+    of a process replaces what an earlier run left, so each "Restart & Run All" records afresh.
 
     NaN and infinities are refused (JSON has no such numbers, and a summary must not show one silently).
     """
@@ -134,7 +149,7 @@ def record(section: str, values: dict[str, Any]) -> Path:
     folder = runs_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{section}.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged = _this_run(path)
     merged.update(plain)
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path
@@ -162,7 +177,8 @@ def record_experiment(section: str, name: str, *, metric: str, baseline: tuple[s
              "baseline": {"label": baseline[0], "values": [float(v) for v in _plain(list(baseline[1]))]},
              "method": {"label": method[0], "values": [float(v) for v in _plain(list(method[1]))]},
              "source": source}
-    experiments = [e for e in load(section).get("experiments", []) if e.get("name") != name] + [entry]
+    recorded = load(section) if runs_dir() / f"{section}.json" in _STARTED else {}  # this run's, not an earlier run's
+    experiments = [e for e in recorded.get("experiments", []) if e.get("name") != name] + [entry]
     record(section, {"experiments": experiments})
     return entry
 

@@ -133,3 +133,19 @@ def test_report_record_merges_values(tmp_path, monkeypatch):
     assert cu.report.load("99_test")["a"] == 0.5
     with pytest.raises(ValueError, match="plain name"):
         cu.report.record("a/b", {})
+
+
+def test_a_new_run_does_not_keep_an_earlier_runs_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(cu.config, "REPO_DIR", tmp_path)
+    monkeypatch.setattr(cu.report, "_STARTED", set())  # a fresh kernel
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    cu.report.record_experiment("99_test", "old name: KD vs scratch", metric="accuracy", baseline=("scratch", [0.8, 0.81]),
+                                method=("KD", [0.85, 0.86]))
+    cu.report.record("99_test", {"renamed_away": 1})
+    monkeypatch.setattr(cu.report, "_STARTED", set())  # Restart & Run All: another kernel
+    cu.report.record_experiment("99_test", "new name: KD vs scratch", metric="accuracy", baseline=("scratch", [0.8, 0.81]),
+                                method=("KD", [0.85, 0.86]))
+    cu.report.record("99_test", {"kept": 2})
+    recorded = cu.report.load("99_test")
+    assert [e["name"] for e in recorded["experiments"]] == ["new name: KD vs scratch"] and recorded["kept"] == 2
+    assert "renamed_away" not in recorded
