@@ -214,7 +214,7 @@ def test_feature_sweep_smoke_run_writes_every_arm(tmp_path):
     result = feature_sweep.main(["--seeds", "2", "--train-subset", "256", "--epochs", "1", "--sections", "default",
                                  "--out", str(out)])
     assert out.is_file() and result["seeds"] == [100, 101]
-    assert result["settings"]["total_steps"] == 4 and result["settings"]["hint_steps"] == 1
+    assert result["default"]["budget"] == {"train_subset": 256, "epochs": 1, "total_steps": 4, "hint_steps": 1}
     arms = result["default"]["arms"]
     assert list(arms) == ["scratch", "KD", "FitNets direct + KD", "AT + KD", "AT", "AT + KD (beta 100)", "AT (beta 100)"]
     assert all(len(arm["values"]) == 2 and 0.0 <= arm["mean"] <= 1.0 for arm in arms.values())
@@ -227,15 +227,15 @@ def test_feature_sweep_merge_refuses_parts_with_different_settings(tmp_path):
     from course_utils.cli import feature_sweep
 
     part = {"command": "python -m course_utils.cli.feature_sweep --sections deep", "teacher_card": {"sha256": "a"},
-            "settings": {"epochs": 16}, "deep": {"arms": {}}, "wall_seconds": 5.0}
-    other = {**part, "command": "python -m course_utils.cli.feature_sweep --sections residual", "residual": {"arms": {}},
-             "wall_seconds": 7.0}
+            "settings": {"test_images": 10000}, "deep": {"budget": {"epochs": 16}, "arms": {}}, "wall_seconds": 5.0}
+    other = {**part, "command": "python -m course_utils.cli.feature_sweep --sections residual",
+             "residual": {"budget": {"epochs": 48}, "arms": {}}, "wall_seconds": 7.0}  # sections' budgets may differ
     del other["deep"]
     paths = [cu.report.write_precomputed(tmp_path / name, data) for name, data in (("a.json", part), ("b.json", other))]
     merged = feature_sweep.merge(paths, tmp_path / "merged.json")
-    assert {"deep", "residual"} <= set(merged)
+    assert {"deep", "residual"} <= set(merged) and merged["residual"]["budget"] == {"epochs": 48}
     assert merged["wall_seconds"] == 7.0 and merged["part_wall_seconds"] == [5.0, 7.0]
-    cu.report.write_precomputed(tmp_path / "b.json", {**other, "settings": {"epochs": 4}})
+    cu.report.write_precomputed(tmp_path / "b.json", {**other, "settings": {"test_images": 2000}})
     with pytest.raises(ValueError, match="different settings"):
         feature_sweep.merge(paths, tmp_path / "bad.json")
     with pytest.raises(ValueError, match="both hold the section"):
